@@ -1,0 +1,1 @@
+"""The model: GPT, blocks, attention, and the registry of MLP-slot mixers."""

@@ -1,0 +1,102 @@
+"""The challenge's token shard format: a 256 x int32 little-endian header
+(magic 20240520, version 1, token count) followed by that many uint16 token ids."""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+MAX_SHARD_TOKENS = 2**31 - 1
+MAX_VOCAB = 2**16  # ids are stored as uint16
+
+
+class ShardFormatError(ValueError):
+    """A file that is not a valid shard; the message names the file and what is wrong."""
+
+
+def write_shard(path: str | os.PathLike, tokens) -> int:
+    """Write token ids as one shard; returns the number of bytes written.
+
+    Refuses ids that do not fit uint16 and shards over 2^31 tokens instead of wrapping silently.
+    The file is written beside its destination and renamed, so a crash never leaves half a shard.
+    """
+    arr = np.asarray(tokens)
+    if arr.ndim != 1:
+        raise ValueError(f"shard tokens must be 1-D, got shape {arr.shape}")
+    if arr.size > MAX_SHARD_TOKENS:
+        raise ValueError(f"shard of {arr.size} tokens exceeds the format's limit of {MAX_SHARD_TOKENS}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= MAX_VOCAB):
+        raise ValueError(
+            f"token ids must lie in [0, {MAX_VOCAB}) to fit uint16; got range [{int(arr.min())}, {int(arr.max())}]"
+        )
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(arr.astype("<u2", copy=False).tobytes())
+    os.replace(tmp, path)
+    return HEADER_BYTES + 2 * arr.size
+
+
+def read_header(path: str | os.PathLike) -> int:
+    """Validate a shard's header and size; return its token count."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShardFormatError(f"{path}: no such shard file")
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise ShardFormatError(
+            f"{path}: {size} bytes is shorter than the {HEADER_BYTES}-byte shard header; "
+            "the file is truncated or not a shard (re-export or re-download it)"
+        )
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if int(header[0]) != SHARD_MAGIC:
+        raise ShardFormatError(
+            f"{path}: bad shard magic {int(header[0])} (expected {SHARD_MAGIC}); "
+            "this is not a parameter-golf token shard (write shards with `python -m data.export`)"
+        )
+    if int(header[1]) != SHARD_VERSION:
+        raise ShardFormatError(f"{path}: unsupported shard version {int(header[1])} (expected {SHARD_VERSION})")
+    n = int(header[2])
+    if n < 0:
+        raise ShardFormatError(f"{path}: negative token count {n} in header")
+    expected = HEADER_BYTES + 2 * n
+    if size != expected:
+        raise ShardFormatError(
+            f"{path}: size mismatch, header says {n} tokens ({expected} bytes) but the file has {size} bytes; "
+            "it is truncated or padded (re-export or re-download it)"
+        )
+    return n
+
+
+def read_shard(path: str | os.PathLike) -> np.ndarray:
+    """Read one shard as a uint16 array after validating header, magic, version and size."""
+    n = read_header(path)
+    tokens = np.fromfile(path, dtype="<u2", count=n, offset=HEADER_BYTES)
+    if tokens.size != n:
+        raise ShardFormatError(f"{path}: short read, got {tokens.size} of {n} tokens")
+    return tokens
+
+
+def list_shards(pattern: str) -> list[Path]:
+    """Shards matching a glob in sorted order, without CaseOps byte sidecars (`*_bytes_*`)."""
+    files = [Path(p) for p in sorted(glob.glob(pattern)) if "_bytes_" not in Path(p).name]
+    if not files:
+        raise FileNotFoundError(
+            f"no shards match {pattern!r}; set DATA_PATH to a folder of fineweb_train_*.bin / fineweb_val_*.bin "
+            "(python -m data.download, or python -m data.export for your own text)"
+        )
+    return files
+
+
+def load_tokens(pattern: str) -> np.ndarray:
+    """All tokens of the shards matching `pattern`, concatenated in sorted order."""
+    return np.concatenate([read_shard(f) for f in list_shards(pattern)])

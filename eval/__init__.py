@@ -1,0 +1,1 @@
+"""Evaluation: tokenizer-agnostic bits per byte, exact-coverage scoring, legality checks."""

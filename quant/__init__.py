@@ -1,0 +1,1 @@
+"""Quantization and the artifact format: what ships and how many bytes it costs."""

@@ -1,0 +1,140 @@
+"""Byte accounting and exact-coverage scoring."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import torch
+
+from data.shards import write_shard
+from eval.bpb import BpbAccumulator, build_byte_luts, count_stream_bytes, target_bytes
+from eval.plain import evaluate, window_plan
+from tests.tiny_data import english_docs
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def tiny_sp(tmp_path_factory):
+    from data.export import train_sentencepiece
+
+    model = train_sentencepiece(english_docs()[40:], 512, tmp_path_factory.mktemp("sp") / "tiny")
+    return spm.SentencePieceProcessor(model_file=str(model))
+
+
+def doc_bytes_match(sp, docs: list[str]) -> tuple[int, int]:
+    """(bytes by the LUT rule over a BOS-separated stream, UTF-8 bytes of each decoded document)."""
+    luts = build_byte_luts(sp, int(sp.vocab_size()))
+    stream, decoded = [], 0
+    for ids in sp.encode(docs):
+        stream += [1] + ids
+        decoded += len(sp.decode(ids).encode("utf-8"))
+    _, lut_bytes = count_stream_bytes(np.array(stream), luts)
+    return lut_bytes, decoded
+
+
+def test_lut_bytes_equal_decoded_utf8_bytes(tiny_sp):
+    docs = english_docs()
+    assert any(tiny_sp.is_byte(i) for d in tiny_sp.encode(docs[:5]) for i in d)  # byte fallback is exercised
+    lut, decoded = doc_bytes_match(tiny_sp, docs)
+    assert lut == decoded
+
+
+def test_byte_rules_by_hand(tiny_sp):
+    luts = build_byte_luts(tiny_sp, 600)
+    assert luts.base_bytes.numel() == 600 and bool(luts.is_boundary[599]) and int(luts.base_bytes[599]) == 0
+    space = tiny_sp.piece_to_id("\u2581")
+    byte = next(i for i in range(tiny_sp.vocab_size()) if tiny_sp.is_byte(i))
+    assert int(luts.base_bytes[byte]) == 1 and int(luts.base_bytes[1]) == 0 and bool(luts.is_boundary[1])
+    prev = torch.tensor([1, byte])
+    tgt = torch.tensor([space, space])
+    assert target_bytes(prev, tgt, luts).tolist() == [0, 1]  # "▁" after BOS carries no space byte
+
+
+@pytest.mark.skipif(not (SHARED / "tokenizers" / "fineweb_8192_bpe.model").exists(), reason="../shared not present")
+def test_challenge_8192_tokenizer_on_wikitext():
+    sp = spm.SentencePieceProcessor(model_file=str(SHARED / "tokenizers" / "fineweb_8192_bpe.model"))
+    text = (SHARED / "text" / "wikitext2_valid.txt").read_text(encoding="utf-8")
+    docs = [d for d in text.split("\n \n") if d.strip()][:400]
+    lut, decoded = doc_bytes_match(sp, docs)
+    assert lut == decoded
+
+
+@pytest.mark.skipif(not (SHARED / "tokenizers" / "fineweb_1024_bpe.model").exists(), reason="../shared not present")
+def test_unk_targets_warned_by_cli(tmp_path):
+    model = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    ids = [1] + sp.encode("x = é + 1 and the café")
+    assert 3 in ids
+    write_shard(tmp_path / "fineweb_val_000000.bin", np.array(ids))
+    proc = subprocess.run([sys.executable, "-m", "eval.bpb", "--tokenizer", str(model), "--shards", str(tmp_path / "fineweb_val_*.bin")],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    luts = build_byte_luts(sp, 1024)
+    n, nbytes = count_stream_bytes(np.array(ids), luts)
+    assert f"tokens:{n} bytes:{nbytes}" in proc.stdout
+    assert "<unk>" in proc.stderr and "count 0 bytes" in proc.stderr
+
+
+def test_cli_counts_match_decoded_text(tmp_path, tiny_sp):
+    docs = english_docs()[:50]
+    stream = [t for ids in tiny_sp.encode(docs) for t in [1] + ids]
+    write_shard(tmp_path / "fineweb_val_000000.bin", np.array(stream[: len(stream) // 2]))
+    write_shard(tmp_path / "fineweb_val_000001.bin", np.array(stream[len(stream) // 2 :]))
+    model = tmp_path / "t.model"
+    model.write_bytes(tiny_sp.serialized_model_proto())
+    proc = subprocess.run([sys.executable, "-m", "eval.bpb", "--tokenizer", str(model), "--shards", str(tmp_path / "fineweb_val_*.bin")],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    decoded = sum(len(tiny_sp.decode(ids).encode()) for ids in tiny_sp.encode(docs))
+    assert f"tokens:{len(stream) - 1} bytes:{decoded} " in proc.stdout
+
+
+@pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 64, 100, 257])
+@pytest.mark.parametrize("seq_len", [1, 7, 32])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_window_plan_scores_every_target_once(n, seq_len, world):
+    covered = np.zeros(n, dtype=int)
+    for rank in range(world):
+        for s, length in window_plan(n, seq_len, rank, world):
+            assert 1 <= length <= seq_len
+            covered[s : s + length] += 1
+    assert covered.tolist() == [1] * n
+
+
+def unigram_nll(x, y):
+    """A context-free scorer: the result must not depend on how targets are windowed."""
+    return (y.float() % 7) * 0.1 + 1.0
+
+
+def expected_unigram(tokens: torch.Tensor, luts) -> tuple[float, float]:
+    y = tokens[1:]
+    nll = unigram_nll(None, y).double()
+    nbytes = target_bytes(tokens[:-1], y, luts).double().sum()
+    loss = float(nll.mean())
+    return loss, loss / math.log(2) * y.numel() / float(nbytes)
+
+
+@pytest.mark.parametrize("seq_len,batch,world", [(16, 1, 1), (16, 3, 2), (50, 2, 3), (1000, 4, 1)])
+def test_evaluate_exact_regardless_of_windowing(tiny_sp, seq_len, batch, world):
+    luts = build_byte_luts(tiny_sp, 512)
+    tokens = torch.tensor([t for ids in tiny_sp.encode(english_docs()[:12]) for t in [1] + ids])
+    # simulate ranks by summing each rank's accumulator (the all-reduce is a sum)
+    total = BpbAccumulator("cpu")
+    for rank in range(world):
+        res = evaluate(unigram_nll, tokens, seq_len, batch, luts, rank=rank, world_size=world)
+        assert res.targets_total == tokens.numel() - 1
+        part = BpbAccumulator("cpu")
+        plan = window_plan(tokens.numel() - 1, seq_len, rank, world)
+        for s, length in plan:
+            part.add(unigram_nll(None, tokens[s + 1 : s + length + 1]), tokens[s : s + length], tokens[s + 1 : s + length + 1], luts)
+        if world == 1:
+            assert res.val_bpb == pytest.approx(part.result()[1], rel=1e-12)
+        total.sums += part.sums
+    assert total.targets == tokens.numel() - 1
+    loss, bpb = expected_unigram(tokens, luts)
+    assert total.result()[0] == pytest.approx(loss, rel=1e-12) and total.result()[1] == pytest.approx(bpb, rel=1e-12)

@@ -1,0 +1,518 @@
+"""Parameter-golf trainer: the public baseline's conventions, runnable on CPU or CUDA.
+
+    python train_gpt.py                                   # CPU or GPU, offline sample data if DATA_PATH is unset
+    torchrun --standalone --nproc_per_node=8 train_gpt.py # the challenge setting
+    python train_gpt.py --help                            # every env knob with its default
+
+Reads top to bottom: knobs -> device/torchrun -> data and tokenizer -> model and optimizers ->
+warmup -> timed training loop -> int8+zlib export -> roundtrip bits-per-byte.
+The heavy parts live in the packages: arch/ (model), optim/ (Muon), data/ (shards), eval/ (bpb), quant/.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
+from arch.mlp import MLP_REGISTRY
+from data.loader import DistributedTokenLoader
+from data.shards import list_shards, load_tokens
+from eval.bpb import build_byte_luts, warn_unknown_targets
+from eval.plain import evaluate
+from optim.groups import build_optimizers
+from quant.int8 import pack_int8_zlib, unpack_int8_zlib
+from quant.size import budget_status, code_bytes, project_sources
+
+ROOT = Path(__file__).resolve().parent
+
+# -----------------------------
+# HYPERPARAMETERS
+# -----------------------------
+# Every knob is an environment variable. Names, meanings and CUDA defaults follow the public baseline.
+# `cpu` is the default used on a CPU when the variable is not set (a model that trains in ~2 minutes
+# on 2 cores); None means the same default as on CUDA.
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    type: type
+    default: object
+    help: str
+    cpu: object = None
+
+
+KNOBS = [
+    # Data and run
+    Knob("DATA_PATH", str, "./data/datasets/fineweb10B_sp1024", "folder of fineweb_train_*.bin / fineweb_val_*.bin shards; unset and missing -> offline sample data"),
+    Knob("TOKENIZER_PATH", str, "./data/tokenizers/fineweb_1024_bpe.model", "SentencePiece .model used for bpb byte accounting"),
+    Knob("RUN_ID", str, "", "run name; log goes to logs/<RUN_ID>.txt, artifacts to OUTPUT_DIR (default: a fresh uuid4)"),
+    Knob("OUTPUT_DIR", str, "", "where final_model.pt and final_model.int8.ptz are written (default artifacts/<RUN_ID>)"),
+    Knob("SEED", int, 1337, "seed for torch, numpy and random"),
+    # Validation and logging
+    Knob("VAL_BATCH_SIZE", int, 524_288, "validation tokens per forward, over all ranks and accumulation steps", cpu=65_536),
+    Knob("VAL_LOSS_EVERY", int, 1000, "validate every N steps (0: only at the end)", cpu=0),
+    Knob("TRAIN_LOG_EVERY", int, 200, "log train loss every N steps (and on steps <= 10)", cpu=20),
+    # Schedule
+    Knob("ITERATIONS", int, 20_000, "maximum training steps"),
+    Knob("WARMDOWN_ITERS", int, 1200, "LR warmdown length in steps; with a wall-clock cap it is converted to time (steps x avg step time)", cpu=40),
+    Knob("WARMUP_STEPS", int, 20, "steps that prime compilation; model, optimizer and loader are restored afterwards", cpu=0),
+    Knob("TRAIN_BATCH_TOKENS", int, 524_288, "tokens per optimizer step over all ranks", cpu=8192),
+    Knob("TRAIN_SEQ_LEN", int, 1024, "training and validation sequence length", cpu=256),
+    Knob("MAX_WALLCLOCK_SECONDS", float, 600.0, "training time cap, excluding warmup and validation (<= 0: no cap)", cpu=150.0),
+    Knob("GRAD_ACCUM_STEPS", int, 0, "micro-steps per optimizer step (0: 8 // WORLD_SIZE, as the baseline)"),
+    # Model
+    Knob("VOCAB_SIZE", int, 1024, "model vocabulary; must equal the tokenizer's"),
+    Knob("NUM_LAYERS", int, 9, "transformer blocks", cpu=4),
+    Knob("MODEL_DIM", int, 512, "residual width", cpu=128),
+    Knob("NUM_HEADS", int, 8, "attention heads", cpu=4),
+    Knob("NUM_KV_HEADS", int, 4, "key/value heads (GQA)", cpu=2),
+    Knob("MLP_MULT", float, 2.0, "MLP hidden width as a multiple of MODEL_DIM (floats allowed)"),
+    Knob("MLP_KIND", str, "relu2", f"sublayer in the MLP slot: {', '.join(sorted(MLP_REGISTRY))}"),
+    Knob("TIE_EMBEDDINGS", bool, True, "share the input embedding with the output head"),
+    Knob("ROPE_BASE", float, 10000.0, "RoPE base frequency"),
+    Knob("LOGIT_SOFTCAP", float, 30.0, "logits = cap * tanh(logits / cap); must be > 0"),
+    Knob("QK_GAIN_INIT", float, 1.5, "initial per-head gain on normalized queries"),
+    # Optimizers
+    Knob("EMBED_LR", float, 0.6, "Adam LR of an untied input embedding"),
+    Knob("HEAD_LR", float, 0.008, "Adam LR of an untied output head"),
+    Knob("TIED_EMBED_LR", float, 0.05, "Adam LR of the tied embedding"),
+    Knob("TIED_EMBED_INIT_STD", float, 0.005, "init std of the tied embedding"),
+    Knob("MATRIX_LR", float, 0.04, "Muon LR of block matrices"),
+    Knob("SCALAR_LR", float, 0.04, "Adam LR of vectors, scalars and control gains"),
+    Knob("MUON_MOMENTUM", float, 0.95, "Muon momentum after warmup"),
+    Knob("MUON_BACKEND_STEPS", int, 5, "Newton-Schulz iterations per Muon update"),
+    Knob("MUON_MOMENTUM_WARMUP_START", float, 0.85, "Muon momentum at step 0"),
+    Knob("MUON_MOMENTUM_WARMUP_STEPS", int, 500, "steps to warm Muon momentum up linearly", cpu=50),
+    Knob("BETA1", float, 0.9, "Adam beta1"),
+    Knob("BETA2", float, 0.95, "Adam beta2"),
+    Knob("ADAM_EPS", float, 1e-8, "Adam epsilon"),
+    Knob("GRAD_CLIP_NORM", float, 0.0, "clip the global grad norm (0: off)"),
+    # Device
+    Knob("DEVICE", str, "auto", "auto | cuda | cpu"),
+    Knob("COMPILE", bool, True, "torch.compile the model and Newton-Schulz", cpu=False),
+    Knob("DTYPE", str, "bf16", "autocast compute dtype: bf16 | fp32 (weights stay fp32)", cpu="fp32"),
+]
+KNOB_BY_NAME = {k.name: k for k in KNOBS}
+
+
+class KnobError(ValueError):
+    pass
+
+
+def parse_knob(knob: Knob, raw: str):
+    try:
+        if knob.type is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return knob.type(raw)
+    except ValueError:
+        kind = "0 or 1" if knob.type is bool else f"a valid {knob.type.__name__}"
+        raise KnobError(f"{knob.name}={raw!r} is not {kind} ({knob.help})") from None
+
+
+class Hyperparameters:
+    """All knobs as lowercase attributes. `device_type` picks the preset; default: cuda if available."""
+
+    def __init__(self, env: dict | None = None, device_type: str | None = None):
+        env = os.environ if env is None else env
+        device = env.get("DEVICE", "auto")
+        if device not in ("auto", "cuda", "cpu"):
+            raise KnobError(f"DEVICE={device!r} must be auto, cuda or cpu")
+        self.device_type = device_type or ("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.preset = "cuda-baseline" if self.device_type == "cuda" else "cpu-small"
+        self.from_env: set[str] = set()
+        for knob in KNOBS:
+            if knob.name in env:
+                value = parse_knob(knob, env[knob.name])
+                self.from_env.add(knob.name)
+            else:
+                value = knob.cpu if (self.device_type == "cpu" and knob.cpu is not None) else knob.default
+            setattr(self, knob.name.lower(), value)
+        self.run_id = self.run_id or str(uuid.uuid4())
+        self.output_dir = self.output_dir or os.path.join("artifacts", self.run_id)
+        self._validate()
+
+    def _validate(self) -> None:
+        positive = ("ITERATIONS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "VAL_BATCH_SIZE", "VOCAB_SIZE", "NUM_LAYERS",
+                    "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MUON_BACKEND_STEPS")
+        for name in positive:
+            if getattr(self, name.lower()) <= 0:
+                raise KnobError(f"{name}={getattr(self, name.lower())} must be positive ({KNOB_BY_NAME[name].help})")
+        for name in ("VAL_LOSS_EVERY", "TRAIN_LOG_EVERY", "WARMDOWN_ITERS", "WARMUP_STEPS", "GRAD_ACCUM_STEPS", "MUON_MOMENTUM_WARMUP_STEPS"):
+            if getattr(self, name.lower()) < 0:
+                raise KnobError(f"{name}={getattr(self, name.lower())} must be >= 0")
+        if self.mlp_mult <= 0:
+            raise KnobError(f"MLP_MULT={self.mlp_mult} must be positive")
+        if self.logit_softcap <= 0:
+            raise KnobError(f"LOGIT_SOFTCAP={self.logit_softcap} must be > 0")
+        if self.mlp_kind not in MLP_REGISTRY:
+            raise KnobError(f"MLP_KIND={self.mlp_kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
+        if self.dtype not in ("bf16", "fp32"):
+            raise KnobError(f"DTYPE={self.dtype!r} must be bf16 or fp32")
+        if self.vocab_size > 65_536:
+            raise KnobError(f"VOCAB_SIZE={self.vocab_size} does not fit the uint16 shard format (max 65536)")
+
+    @property
+    def train_files(self) -> str:
+        return os.path.join(self.data_path, "fineweb_train_*.bin")
+
+    @property
+    def val_files(self) -> str:
+        return os.path.join(self.data_path, "fineweb_val_*.bin")
+
+    def preset_line(self) -> str:
+        chosen = [k for k in KNOBS if k.cpu is not None and k.name not in self.from_env] if self.device_type == "cpu" else []
+        detail = " ".join(f"{k.name}={getattr(self, k.name.lower())}" for k in chosen)
+        return f"preset:{self.preset}" + (f" (CPU-sized defaults, override any with its env var: {detail})" if detail else "")
+
+
+def knob_help() -> str:
+    lines = [__doc__.strip(), "", "Environment knobs (default on CUDA; [on CPU] where it differs):"]
+    for k in KNOBS:
+        default = int(k.default) if k.type is bool else k.default
+        cpu = f" [cpu: {int(k.cpu) if k.type is bool else k.cpu}]" if k.cpu is not None else ""
+        lines.append(f"  {k.name:<28} {k.type.__name__:<5} default {default!s}{cpu}\n      {k.help}")
+    lines.append("Set by torchrun: RANK, WORLD_SIZE, LOCAL_RANK.")
+    return "\n".join(lines)
+
+
+def build_model(args: Hyperparameters) -> GPT:
+    """The GPT described by `args` (fp32 weights, on the CPU)."""
+    return GPT(
+        vocab_size=args.vocab_size, num_layers=args.num_layers, model_dim=args.model_dim, num_heads=args.num_heads,
+        num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
+        tied_embed_init_std=args.tied_embed_init_std, logit_softcap=args.logit_softcap, rope_base=args.rope_base,
+        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind,
+    )
+
+
+def lr_multiplier(args: Hyperparameters, step: int, elapsed_ms: float) -> float:
+    """Warmdown to 0 over the last WARMDOWN_ITERS steps, measured in wall-clock time when there is a cap."""
+    if args.warmdown_iters <= 0:
+        return 1.0
+    if args.max_wallclock_seconds <= 0:
+        start = max(args.iterations - args.warmdown_iters, 0)
+        return max((args.iterations - step) / args.warmdown_iters, 0.0) if step >= start else 1.0
+    warmdown_ms = args.warmdown_iters * elapsed_ms / max(step, 1)
+    remaining_ms = max(1000.0 * args.max_wallclock_seconds - elapsed_ms, 0.0)
+    return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+
+
+def resolve_data(args: Hyperparameters, log) -> None:
+    """Use DATA_PATH when it holds shards; with DATA_PATH unset and absent, build/reuse the offline sample."""
+    if "DATA_PATH" not in args.from_env and not Path(args.data_path).is_dir():
+        from data.sample import ensure_sample_dataset
+
+        sample = ensure_sample_dataset(vocab_size=args.vocab_size)
+        args.data_path = str(sample.data_path)
+        if "TOKENIZER_PATH" not in args.from_env:
+            args.tokenizer_path = str(sample.tokenizer_path)
+        log(f"data:sample_dataset path={args.data_path} ({'built now' if sample.built else 'cached'}; "
+            "offline sample from Python's documentation; set DATA_PATH for FineWeb)")
+
+
+def main() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(knob_help())
+        return
+    try:
+        args = Hyperparameters()
+    except KnobError as e:
+        sys.exit(f"error: {e}")
+
+    # -----------------------------
+    # DEVICE + TORCHRUN SETUP
+    # -----------------------------
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    grad_accum_steps = args.grad_accum_steps or 8 // world_size
+    if not args.grad_accum_steps and 8 % world_size != 0:
+        sys.exit(f"error: WORLD_SIZE={world_size} must divide 8 (or set GRAD_ACCUM_STEPS explicitly)")
+    micro_tokens = args.train_batch_tokens // (world_size * grad_accum_steps)
+    if micro_tokens * world_size * grad_accum_steps != args.train_batch_tokens or micro_tokens % args.train_seq_len:
+        sys.exit(f"error: TRAIN_BATCH_TOKENS={args.train_batch_tokens} must split into WORLD_SIZE={world_size} x "
+                 f"GRAD_ACCUM_STEPS={grad_accum_steps} micro-batches of whole TRAIN_SEQ_LEN={args.train_seq_len} sequences")
+    if args.device_type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("error: DEVICE=cuda but no CUDA device is visible")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device("cpu")
+    if distributed:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    master = rank == 0
+    amp_dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    autocast = (lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    # -----------------------------
+    # LOGGING
+    # -----------------------------
+    logfile = Path("logs") / f"{args.run_id}.txt"
+    if master:
+        if logfile.exists():
+            sys.exit(f"error: {logfile} already exists; pick a new RUN_ID or move the old log away")
+        out_dir = Path(args.output_dir)
+        if out_dir.exists() and any(out_dir.iterdir()):
+            sys.exit(f"error: OUTPUT_DIR {out_dir} is not empty; pick a new RUN_ID/OUTPUT_DIR so nothing is overwritten")
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(logfile)
+
+    def log0(msg: str, console: bool = True) -> None:
+        if not master:
+            return
+        if console:
+            print(msg, flush=True)
+        with open(logfile, "a", encoding="utf-8") as f:
+            print(msg, file=f)
+
+    log0(args.preset_line())
+    resolve_data(args, log0)
+
+    # -----------------------------
+    # TOKENIZER + VALIDATION SETUP
+    # -----------------------------
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    import sentencepiece as spm
+
+    if not args.tokenizer_path.endswith(".model") or not Path(args.tokenizer_path).is_file():
+        sys.exit(f"error: TOKENIZER_PATH={args.tokenizer_path} is not an existing SentencePiece .model file "
+                 "(python -m data.download fetches the challenge's; python -m data.export trains one)")
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if int(sp.vocab_size()) != args.vocab_size:
+        sys.exit(f"error: VOCAB_SIZE={args.vocab_size} does not match the tokenizer's vocab_size={int(sp.vocab_size())} "
+                 f"({args.tokenizer_path}); set VOCAB_SIZE={int(sp.vocab_size())} or use the matching tokenizer")
+    try:
+        train_shards = list_shards(args.train_files)
+        val_np = load_tokens(args.val_files)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    if val_np.size < 2:
+        sys.exit(f"error: the validation split {args.val_files} holds {val_np.size} tokens; it needs at least 2 "
+                 "(export with --val-docs >= 1)")
+    if int(val_np.max()) >= args.vocab_size:
+        sys.exit(f"error: validation shards hold token id {int(val_np.max())} >= VOCAB_SIZE={args.vocab_size}; "
+                 "the shards were made with another tokenizer")
+    val_tokens = torch.from_numpy(val_np.astype(np.int64))
+    luts = build_byte_luts(sp, args.vocab_size, device)
+    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path}")
+    log0(f"train_loader:dataset:{Path(args.data_path).resolve().name} train_shards:{len(train_shards)}")
+    log0(f"val_loader:shards pattern={args.val_files} tokens:{val_tokens.numel() - 1}")
+
+    # -----------------------------
+    # MODEL + OPTIMIZERS
+    # -----------------------------
+    base_model = build_model(args).to(device)
+    optimizers, muon = build_optimizers(base_model, args)
+    if args.compile:
+        muon.orthogonalize = torch.compile(muon.orthogonalize)
+        compiled_model = torch.compile(base_model, dynamic=False, fullgraph=True)
+    else:
+        compiled_model = base_model
+    model: nn.Module = (
+        DDP(compiled_model, device_ids=[local_rank] if device.type == "cuda" else None, broadcast_buffers=False)
+        if distributed else compiled_model
+    )
+
+    def token_nll(x, y):
+        return compiled_model(x, y, reduction="none")
+
+    def validate():
+        base_model.eval()
+        local_batch_seqs = max(args.val_batch_size // (world_size * grad_accum_steps * args.train_seq_len), 1)
+        res = evaluate(token_nll, val_tokens, args.train_seq_len, local_batch_seqs, luts, rank, world_size, device, autocast)
+        base_model.train()
+        if res.targets_scored != res.targets_total:
+            raise RuntimeError(f"scoring bug: {res.coverage_line}")
+        return res
+
+    log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} mlp_kind:{args.mlp_kind}")
+    log0(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device} "
+         f"backend:{dist.get_backend() if distributed else 'none'} compile:{int(args.compile)} dtype:{args.dtype}")
+    log0(f"attention_mode:gqa num_heads:{args.num_heads} num_kv_heads:{args.num_kv_heads}")
+    log0(f"tie_embeddings:{args.tie_embeddings} embed_lr:{args.tied_embed_lr if args.tie_embeddings else args.embed_lr} "
+         f"head_lr:{0.0 if args.tie_embeddings else args.head_lr} matrix_lr:{args.matrix_lr} scalar_lr:{args.scalar_lr}")
+    log0(f"train_batch_tokens:{args.train_batch_tokens} train_seq_len:{args.train_seq_len} iterations:{args.iterations} "
+         f"warmup_steps:{args.warmup_steps} max_wallclock_seconds:{args.max_wallclock_seconds:.3f}")
+    log0(f"seed:{args.seed}")
+    # The code that ran goes into the log (file only), like the baseline's snapshot.
+    sources = project_sources(ROOT, Path(__file__))
+    n_code = code_bytes(sources)
+    if master:
+        log0("code_snapshot:" + ",".join(str(p.relative_to(ROOT)) for p in sources))
+        with open(logfile, "a", encoding="utf-8") as f:
+            for p in sources:
+                f.write(f"# ===== {p.relative_to(ROOT)} =====\n{p.read_text(encoding='utf-8')}\n")
+            f.write("=" * 100 + f"\nRunning Python {sys.version}\nRunning PyTorch {torch.__version__}\n{platform.platform()}\n")
+            if device.type == "cuda":
+                f.write(subprocess.run(["nvidia-smi"], capture_output=True, text=True, check=False).stdout)
+            f.write("=" * 100 + "\n")
+
+    # -----------------------------
+    # DATA LOADER + COMPILE WARMUP
+    # -----------------------------
+    train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device)
+    grad_scale = 1.0 / grad_accum_steps
+
+    def zero_grad_all() -> None:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def train_step() -> torch.Tensor:
+        """Forward/backward over all micro-batches; returns the mean train loss (not yet stepped)."""
+        total = torch.zeros((), device=device)
+        for micro in range(grad_accum_steps):
+            if distributed:
+                model.require_backward_grad_sync = micro == grad_accum_steps - 1
+            x, y = train_loader.next_batch(args.train_batch_tokens, args.train_seq_len, grad_accum_steps)
+            with autocast():
+                loss = model(x, y)
+            total += loss.detach()
+            (loss * grad_scale).backward()
+        return total / grad_accum_steps
+
+    if args.warmup_steps > 0:
+        # Prime compiled graphs, then restore the true initial state so warmup does not count as training.
+        initial_model = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
+        initial_opts = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
+        for i in range(args.warmup_steps):
+            zero_grad_all()
+            train_step()
+            for opt in optimizers:
+                opt.step()
+            log0(f"warmup_step:{i + 1}/{args.warmup_steps}")
+        base_model.load_state_dict(initial_model, strict=True)
+        for opt, state in zip(optimizers, initial_opts, strict=True):
+            opt.load_state_dict(state)
+        zero_grad_all()
+        train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device)
+
+    # -----------------------------
+    # TRAINING LOOP
+    # -----------------------------
+    max_ms = 1000.0 * args.max_wallclock_seconds if args.max_wallclock_seconds > 0 else None
+    training_ms = 0.0
+    stop_after: int | None = None
+    sync()
+    t0 = time.perf_counter()
+    step = 0
+    while True:
+        last_step = step == args.iterations or (stop_after is not None and step >= stop_after)
+        if last_step or (args.val_loss_every > 0 and step % args.val_loss_every == 0):
+            sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            res = validate()
+            log0(f"step:{step}/{args.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
+                 f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+            if not math.isfinite(res.val_loss):
+                sys.exit(f"error: non-finite val_loss at step {step}; lower the learning rates or set GRAD_CLIP_NORM")
+            sync()
+            t0 = time.perf_counter()
+        if last_step:
+            if stop_after is not None and step < args.iterations:
+                log0(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{args.iterations}")
+            break
+
+        scale = lr_multiplier(args, step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        zero_grad_all()
+        train_loss = train_step()
+        frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps > 0 else 1.0
+        for group in muon.param_groups:
+            group["momentum"] = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+        if args.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(base_model.parameters(), args.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        zero_grad_all()
+
+        step += 1
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if args.train_log_every > 0 and (step <= 10 or step % args.train_log_every == 0 or stop_after is not None):
+            if distributed:
+                dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)  # log the global mean, not rank 0's share
+            loss_value = train_loss.item()
+            log0(f"step:{step}/{args.iterations} train_loss:{loss_value:.4f} train_time:{approx_ms:.0f}ms "
+                 f"step_avg:{approx_ms / step:.2f}ms tok_s:{args.train_batch_tokens * step / (approx_ms / 1000.0):.0f}")
+            if not math.isfinite(loss_value):
+                sys.exit(f"error: non-finite train_loss at step {step}; lower the learning rates or set GRAD_CLIP_NORM")
+        reached_cap = max_ms is not None and approx_ms >= max_ms
+        if distributed and max_ms is not None:
+            flag = torch.tensor(int(reached_cap), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops on the same step
+            reached_cap = bool(flag.item())
+        if stop_after is None and reached_cap:
+            stop_after = step
+
+    if device.type == "cuda":
+        log0(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
+             f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
+
+    # -----------------------------
+    # EXPORT + ROUNDTRIP VALIDATION
+    # -----------------------------
+    out_dir = Path(args.output_dir)
+    raw_path, artifact_path = out_dir / "final_model.pt", out_dir / "final_model.int8.ptz"
+    if master:
+        torch.save(base_model.state_dict(), raw_path)
+        log0(f"Serialized model: {raw_path.stat().st_size} bytes path:{raw_path}")
+        log0(f"Code size: {n_code} bytes ({len(sources)} files: train_gpt.py and the project modules it imports)")
+        blob = pack_int8_zlib(base_model.state_dict(), keep_fp32=CONTROL_TENSOR_NAME_PATTERNS)
+        artifact_path.write_bytes(blob)
+        total = artifact_path.stat().st_size + n_code
+        log0(f"Serialized model int8+zlib: {artifact_path.stat().st_size} bytes path:{artifact_path}")
+        log0(f"Total submission size int8+zlib: {total} bytes")
+        log0(f"budget:{budget_status(total)}")
+    if distributed:
+        dist.barrier()
+    base_model.load_state_dict(unpack_int8_zlib(artifact_path.read_bytes()), strict=True)
+    sync()
+    t_eval = time.perf_counter()
+    res = validate()
+    sync()
+    warn_unknown_targets(res.unk_targets, res.targets_total, log=log0)
+    log0(res.coverage_line)
+    log0(f"final_int8_zlib_roundtrip val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
+         f"eval_time:{1000.0 * (time.perf_counter() - t_eval):.0f}ms")
+    log0(f"final_int8_zlib_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
