@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
+from arch.layers import keep_float_names
 from arch.mlp import MLP_REGISTRY
 from data.loader import DistributedTokenLoader
 from data.shards import list_shards, load_tokens
@@ -492,7 +493,7 @@ def main() -> None:
         torch.save(base_model.state_dict(), raw_path)
         log0(f"Serialized model: {raw_path.stat().st_size} bytes path:{raw_path}")
         log0(f"Code size: {n_code} bytes ({len(sources)} files: train_gpt.py and the project modules it imports)")
-        blob = pack_int8_zlib(base_model.state_dict(), keep_fp32=CONTROL_TENSOR_NAME_PATTERNS)
+        blob = pack_int8_zlib(base_model.state_dict(), keep_fp32=CONTROL_TENSOR_NAME_PATTERNS + tuple(keep_float_names(base_model)))
         artifact_path.write_bytes(blob)
         total = artifact_path.stat().st_size + n_code
         log0(f"Serialized model int8+zlib: {artifact_path.stat().st_size} bytes path:{artifact_path}")

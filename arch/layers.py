@@ -27,3 +27,11 @@ def zero_init(linear: nn.Linear) -> nn.Linear:
     """Mark an output projection to start at zero, so each residual branch begins as the identity."""
     linear._zero_init = True
     return linear
+
+
+def keep_float_names(model: nn.Module) -> set[str]:
+    """State-dict names of parameters/buffers their module marked `_keep_float = True`
+    (tensors that must not be quantized, e.g. eigenvalues, step sizes, flow matrices)."""
+    names = {n for n, p in model.named_parameters() if getattr(p, "_keep_float", False)}
+    names |= {n for n, b in model.named_buffers() if getattr(b, "_keep_float", False)}
+    return names
