@@ -98,7 +98,9 @@ def serialize(model: QuantizedModel, compressor: str) -> bytes:
 
 def read_header(blob: bytes) -> tuple[str, bytes]:
     """(compressor, payload) after the magic, version, length and checksum tests."""
-    if len(blob) < _HEADER.size or blob[:4] != MAGIC:
+    if len(blob) < _HEADER.size and MAGIC.startswith(blob[:4]):
+        raise ValueError(f"PGQ artifact is truncated: {len(blob)} bytes, shorter than its {_HEADER.size}-byte header")
+    if blob[:4] != MAGIC:
         raise ValueError(f"not a PGQ artifact (first bytes {blob[:4]!r}, expected {MAGIC!r}); "
                          "public int8+zlib files (final_model.int8.ptz) are read with quant.int8.unpack_int8_zlib")
     _, version, comp_id, length, crc = _HEADER.unpack_from(blob)
