@@ -3,7 +3,6 @@ switched on inside the run, the over-budget warning."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from tests.test_train import run_trainer, tiny  # noqa: F401  (tiny is a fixture
 def test_export_schemes_sizes_qat_gptq(tmp_path, tiny):  # noqa: F811
     schemes = "int8+zlib,int6+zstd,mixed+ans"
     proc = run_trainer(tmp_path, tiny, {
-        "EXPORT_SCHEMES": schemes, "QUANT_FLOAT_MAX_NUMEL": "1024", "ZSTD_LEVEL": "3",
+        "EXPORT_SCHEMES": schemes, "QUANT_FLOAT_MAX_NUMEL": "256", "ZSTD_LEVEL": "3",
         "QAT_SCHEME": "int6", "QAT_START_LR_SCALE": "0.6", "GPTQ": "1", "GPTQ_CALIB_TOKENS": "1024",
     })
     out = proc.stdout
@@ -71,4 +70,3 @@ def test_gptq_reserve_shortens_training_cap():
     assert train_gpt.Hyperparameters(env={"MAX_WALLCLOCK_SECONDS": "100"}, device_type="cpu").train_seconds == 100.0
 
 
-ROOT = Path(__file__).resolve().parents[1]
