@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -349,6 +350,7 @@ def main() -> None:
             print(msg, file=f)
 
     log0(args.preset_line())
+    log0("knobs_from_env:" + " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in sorted(args.from_env)))  # records/ rebuilds the run command
     resolve_data(args, log0)
 
     # -----------------------------
