@@ -57,8 +57,8 @@ class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
         if name in self.files:
             return _util.spec_from_loader(name, self, origin="packed:" + str(self.files[name][0]), is_package=self.files[name][1])
         if name.partition(".")[0] in self.roots:
-            raise ImportError(f"{name} is a project module that was not packed into this train_gpt.py (the packed run never "
-                              f"imported it); re-pack from a run that uses it, or avoid the code path that needs it", name=name)
+            raise ImportError(f"{name} is a project module that was not packed into this train_gpt.py (packing found no import "
+                              f"of it); import it by a literal name so `records pack` sees it, then re-pack", name=name)
         return None
 
     def create_module(self, spec):

@@ -238,7 +238,7 @@ def build_readme(sub: dict, ev: Evidence, track: str) -> str:
         f"By {sub['author']} (@{sub['github_id']}), {sub['date']}.",
         "",
         *([sub["blurb"], ""] if sub["blurb"] else []),
-        f"**val_bpb {sub['val_bpb']:.8f}** (mean of {sub['n_seeds']} seeds, std {sub['val_bpb_std']:.8f}); "
+        f"**val_bpb {sub['val_bpb']:.8f}** (mean of {sub['n_seeds']} seed{'s' if sub['n_seeds'] > 1 else ''}, std {sub['val_bpb_std']:.8f}); "
         f"score line `{sub['score_line']}`; largest total {sub['bytes_total']:,} bytes of the {BYTE_BUDGET:,} cap.",
         "",
         "| seed | val_bpb | val_loss | total bytes | model bytes | steps | train time | log |",
@@ -263,6 +263,8 @@ def build_readme(sub: dict, ev: Evidence, track: str) -> str:
         f"- Hardware: {sub['hardware']} (PyTorch {sub['pytorch_version']}); preset and knobs as logged in `{sub['seed_results'][str(first.seed)]['log']}`.",
         "- Knobs set from the environment (everything else is train_gpt.py's default): "
         + (", ".join(f"`{k}={v}`" for k, v in sorted(ev.env.items())) or "none"),
+        *([f"- Training stopped at the wall-clock cap ({first.max_wallclock_seconds:g} s), so the step counts above depend on the "
+           "machine's speed and load."] if any("stopping_early: wallclock_cap" in lg.text for lg in ev.logs) else []),
         "",
         "## How to run",
         "",
@@ -333,7 +335,7 @@ def write_record(ev: Evidence, *, name: str, author: str, github_id: str, track:
                                 "pass the logs from where the runs wrote them, or drop --artifacts")
             if src.stat().st_size != lg.model_bytes:
                 raise PackError(f"{src} is {src.stat().st_size} bytes but {lg.path} logged {lg.model_bytes}: not this run's artifact")
-            artifact_names[lg.seed] = f"artifacts/seed{lg.seed}_{src.name}"
+            artifact_names[lg.seed] = f"seed{lg.seed}_{src.name}"  # top level: .gitignore keeps records/**/*.ptz, not artifacts/
             artifact_sources[lg.seed] = src
     sub = build_submission(ev, name, author, github_id, track, date, blurb, log_names, artifact_names, baseline)
     if track == "record" and not sub["comparison_baseline"]["passes_rule"]:
@@ -345,7 +347,6 @@ def write_record(ev: Evidence, *, name: str, author: str, github_id: str, track:
     for lg in ev.logs:
         shutil.copyfile(lg.path, folder / log_names[lg.seed])
     for seed, src in artifact_sources.items():
-        (folder / artifact_names[seed]).parent.mkdir(exist_ok=True)
         shutil.copyfile(src, folder / artifact_names[seed])
     reqs = requirements(ev.sources, repo_root)
     (folder / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")

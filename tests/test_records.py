@@ -66,8 +66,10 @@ def status(checks) -> dict[str, tuple[str, str]]:
 def test_pack_then_verify_passes(record):
     data, folder = record
     names = {p.name for p in folder.iterdir()}
-    assert names == {"README.md", "submission.json", "requirements.txt", "train_gpt.py", "artifacts",
-                     "train_seed1.log", "train_seed2.log"}
+    assert names == {"README.md", "submission.json", "requirements.txt", "train_gpt.py", "train_seed1.log", "train_seed2.log",
+                     "seed1_final_model.int8.ptz", "seed2_final_model.int8.ptz"}
+    ignored = subprocess.run(["git", "check-ignore", "-q", "records/track_x/2026-01-02_tiny/seed1_final_model.int8.ptz"], cwd=ROOT)
+    assert ignored.returncode == 1  # a committed record folder keeps its artifacts
     assert folder.parent.name == "track_non_record_16mb" and folder.name == "2026-01-02_tiny"
     checks = status(verify(folder, smoke_data=data))
     for name in ("files", "submission", "logs", "json-vs-logs", "size", "packed-file", "smoke", "significance"):
@@ -126,7 +128,7 @@ def test_missing_or_unfinished_log_is_caught(record, tmp_path):
 
 def test_oversized_artifact_is_caught(record, tmp_path):
     folder = copy(record[1], tmp_path)
-    art = folder / "artifacts" / "seed1_final_model.int8.ptz"
+    art = folder / "seed1_final_model.int8.ptz"
     art.write_bytes(art.read_bytes() + b"\0" * (16_000_000 - art.stat().st_size))
     checks = status(verify(folder, smoke=False))
     assert checks["size"][0] == "FAIL"
