@@ -55,7 +55,7 @@ class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
 
     def find_spec(self, name, path=None, target=None):
         if name in self.files:
-            return _util.spec_from_loader(name, self, origin="packed:" + str(self.files[name][0]), is_package=self.files[name][1])
+            return _util.spec_from_loader(name, self, origin="<packed>/" + str(self.files[name][0]), is_package=self.files[name][1])
         if name.partition(".")[0] in self.roots:
             raise ImportError(f"{name} is a project module that was not packed into this train_gpt.py (packing found no import "
                               f"of it); import it by a literal name so `records pack` sees it, then re-pack", name=name)
@@ -67,6 +67,7 @@ class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
     def exec_module(self, module):
         path = self.files[module.__name__][0]
         if path is not None:
+            module.__file__ = "<packed>/" + path  # not on disk; inspect and tracebacks find the source in linecache
             exec(self.compile(path), module.__dict__)
 
     def compile(self, path):

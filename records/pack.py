@@ -95,6 +95,9 @@ def collect(log_paths: list[Path], repo_root: Path = REPO_ROOT) -> Evidence:
         raise PackError("\n".join(problems))
 
     snapshot = first.snapshot()
+    if list(snapshot) == [ENTRY] and snapshot[ENTRY].startswith("import lzma,base64;exec("):
+        raise PackError(f"{first.path} is a run of an already packed {ENTRY}: add such logs to that record folder (verify accepts "
+                        "them), or pack logs of runs of the repository's train_gpt.py")
     for log in logs[1:]:
         if log.snapshot() != snapshot:
             changed = sorted(f for f in snapshot if log.snapshot().get(f) != snapshot[f])
@@ -120,7 +123,7 @@ def collect(log_paths: list[Path], repo_root: Path = REPO_ROOT) -> Evidence:
     for log in logs:
         if log.code_bytes != len(packed):
             problems.append(f"{log.path} counted {log.code_bytes} code bytes but the packed train_gpt.py is {len(packed)} bytes: the run "
-                            "used another code-size rule or other sources; re-run with the current trainer")
+                            "used other sources, another code-size rule or another records/bundle.py; re-run with the current trainer")
         if log.total_bytes > BYTE_BUDGET:
             problems.append(f"{log.path}: total {log.total_bytes} bytes is over the {BYTE_BUDGET}-byte cap by "
                             f"{log.total_bytes - BYTE_BUDGET}; shrink the model or its export")

@@ -58,6 +58,10 @@ FILES = {
 
         if __name__ == "__main__":
             print(helper(), b.helper(), Point(1), __doc__.strip(), q.A, q.B, q.C, q.D)
+            if "inspect" in sys.argv:  # torch.compile / torch.jit read sources through inspect
+                import inspect
+                import pkg.a
+                print(inspect.getsource(Point).splitlines()[1], len(inspect.getsource(pkg.a).splitlines()), inspect.getsource(uses_lazy).split("(")[0])
             if "lazy" in sys.argv:
                 print(uses_lazy())
             if "boom" in sys.argv:
@@ -104,6 +108,13 @@ def test_packed_file_runs_alone_like_the_sources(project, tmp_path, compress):
     assert got.stdout == expected.stdout == "a b+a Point(x=1, y=2) Entry docstring. x y back\\ café ≥ 10 €\nlazy\n"
     if compress:
         assert data.count(b"\n") == 1 and data.startswith(b"import lzma,base64;exec(")
+
+
+def test_inspect_reads_embedded_sources(project, tmp_path):
+    (tmp_path / "main.py").write_bytes(pack_files(shipped(project), project))
+    proc = run(tmp_path / "main.py", "inspect", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"class Point: {len(FILES['pkg/a.py'].splitlines())} def uses_lazy"
 
 
 def test_traceback_shows_embedded_source_lines(project, tmp_path):
