@@ -28,8 +28,9 @@ ENTRY = "train_gpt.py"
 NOT_SHIPPED = frozenset({"tests", "records"})  # tooling folders: never imported by a run, never packed
 # Compression used for the shipped file; `readable` bundles are for inspection and tests.
 LZMA_PRESET = 6  # lzma default; 9 and 9e gave no smaller output on our ~100 KB of sources
-_WRAP_HEAD = b'import lzma,base64;exec(lzma.decompress(base64.b85decode("'
-_WRAP_TAIL = b'")))\n'
+# Two lines, so a traceback through the wrapper quotes the short exec line, not the whole payload.
+_WRAP_HEAD = b'import lzma,base64;_b=b"'
+_WRAP_TAIL = b'"\nexec(lzma.decompress(base64.b85decode(_b)))\n'
 _SOURCES_VAR = "_SOURCES"
 
 # The runner that ends every bundle. Kept short because it is counted, and free of names a trainer might use.
@@ -260,7 +261,7 @@ def bundle_source(sources: dict[str, str], entry: str = ENTRY) -> str:
 
 
 def compress_bundle(text: str) -> bytes:
-    """The two-line self-extracting form the records use: exec(lzma(base85))."""
+    """The self-extracting form the records use: exec(lzma(base85))."""
     blob = base64.b85encode(lzma.compress(text.encode("utf-8"), preset=LZMA_PRESET))
     return _WRAP_HEAD + blob + _WRAP_TAIL
 
@@ -283,6 +284,10 @@ def packed_size(paths: list[Path], root: Path | None = None) -> int:
     file `python -m records pack` writes.
     """
     return len(pack_files(paths, root))
+
+
+def is_packed(data: bytes) -> bool:
+    return data.startswith(_WRAP_HEAD)
 
 
 def unpack(data: bytes) -> Bundle:

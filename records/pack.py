@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from records.bundle import ENTRY, bundle_imports, import_closure, module_name, pack_files
+from records.bundle import ENTRY, bundle_imports, import_closure, is_packed, module_name, pack_files
 from records.folder import BYTE_BUDGET, REPO_ROOT, TRACKS
 from records.logs import RunLog, parse_log
 from records.stats import significance
@@ -95,7 +95,7 @@ def collect(log_paths: list[Path], repo_root: Path = REPO_ROOT) -> Evidence:
         raise PackError("\n".join(problems))
 
     snapshot = first.snapshot()
-    if list(snapshot) == [ENTRY] and snapshot[ENTRY].startswith("import lzma,base64;exec("):
+    if list(snapshot) == [ENTRY] and is_packed(snapshot[ENTRY].encode("utf-8")):
         raise PackError(f"{first.path} is a run of an already packed {ENTRY}: add such logs to that record folder (verify accepts "
                         "them), or pack logs of runs of the repository's train_gpt.py")
     for log in logs[1:]:
