@@ -213,7 +213,9 @@ def test_qat_path_is_live_under_torch_compile():
 def test_code_size_is_replaceable_and_budget_checked(tmp_path):
     entry = tmp_path / "train_gpt.py"
     entry.write_text("print(1)\n")
-    assert code_size(tmp_path, entry).nbytes == entry.stat().st_size
+    from records.bundle import pack_files  # the default measure: the one packed train_gpt.py a record ships
+
+    assert code_size(tmp_path, entry).nbytes == len(pack_files([entry], tmp_path))
     set_code_counter(lambda root, e: CodeSize(123, [e], "packed"))
     try:
         assert code_size(tmp_path, entry).nbytes == 123
