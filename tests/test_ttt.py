@@ -3,6 +3,7 @@ it learns, the budget stops adapting (never scoring), and two gloo ranks match o
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 import pytest
@@ -16,6 +17,7 @@ from eval.bpb import unit_byte_luts
 from eval.sliding import evaluate_sliding
 from eval.ttt import ScoredPrefix, ScoreOrderError, TTTConfig, score_first_ttt, warm_up_ttt
 from tests.eval_models import V, nll_of, one_thread, tiny_model  # noqa: F401 - one_thread is a fixture
+from tests.test_train import run_trainer, tiny  # noqa: F401 - tiny is the trainer tests' dataset fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LUTS = unit_byte_luts(V)
@@ -142,3 +144,23 @@ def test_two_gloo_ranks_match_one_process():
         loss, scored, adapted = out[rank]
         assert scored == 180 and adapted == one.adapted_chunks == 4
         assert loss == pytest.approx(one.eval.val_loss, rel=1e-5)
+
+
+def test_trainer_logs_sliding_and_ttt_scores_of_the_roundtrip(tmp_path, tiny):
+    """train_gpt.py: the sliding and TTT evals run on the roundtripped weights, score all N targets, and log
+    exact lines, eval tokens/s and the budget. A malformed eval knob stops the run at start."""
+    proc = run_trainer(tmp_path / "ok", tiny, {"EVAL_STRIDE": "8", "TTT_ENABLED": "1", "TTT_CHUNK_TOKENS": "2000", "TTT_EPOCHS": "1"})
+    out = proc.stdout
+    n = re.findall(r"val_targets_scored:(\d+)/(\d+)", out)
+    assert len(n) == 3 and all(a == b for a, b in n) and len(set(n)) == 1
+    plain = float(re.search(r"final_int8_zlib_roundtrip_exact val_loss:[\d.]+ val_bpb:([\d.]+)", out).group(1))
+    sliding = re.search(r"final_sliding_window val_loss:[\d.]+ val_bpb:[\d.]+ seq_len:32 stride:8 eval_time:\d+ms "
+                        r"eval_tokens_per_s:\d+ budget:600s\n", out)
+    assert sliding, out[-1500:]
+    bpb = float(re.search(r"final_sliding_window_exact val_loss:[\d.]+ val_bpb:([\d.]+)", out).group(1))
+    assert abs(bpb - plain) < 0.05 * plain  # same weights, more context: close to the plain score
+    assert re.search(r"final_ttt val_loss:[\d.]+ val_bpb:[\d.]+ mode:full ttt_chunks:3 adapted:2 eval_time:[\d.]+s "
+                     r"eval_tokens_per_s:\d+ budget:600s", out), out[-1500:]
+    assert re.search(r"final_ttt_exact val_loss:[\d.]+ val_bpb:[\d.]+", out)
+    bad = run_trainer(tmp_path / "bad", tiny, {"EVAL_STRIDE": "33"}, check=False)
+    assert bad.returncode != 0 and "EVAL_STRIDE=33 must be <= EVAL_SEQ_LEN=32" in bad.stderr
