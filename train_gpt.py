@@ -37,6 +37,8 @@ from data.loader import DistributedTokenLoader
 from data.shards import list_shards, load_tokens
 from eval.bpb import build_byte_luts, warn_unknown_targets
 from eval.plain import evaluate
+from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
+from eval.ttt import TTTConfig, score_first_ttt, warm_up_ttt
 from optim.groups import build_optimizers
 from quant.compress import set_zstd_level
 from quant.export import artifact_log_lines, gptq_targets, load_artifact, write_artifact
@@ -75,6 +77,17 @@ KNOBS = [
     Knob("VAL_BATCH_SIZE", int, 524_288, "validation tokens per forward, over all ranks and accumulation steps", cpu=65_536),
     Knob("VAL_LOSS_EVERY", int, 1000, "validate every N steps (0: only at the end)", cpu=0),
     Knob("TRAIN_LOG_EVERY", int, 200, "log train loss every N steps (and on steps <= 10)", cpu=20),
+    # Final evaluation of the roundtripped weights (eval/sliding.py, eval/ttt.py); every target is scored once
+    Knob("EVAL_SEQ_LEN", int, 0, "window length of the final sliding and TTT evals (0: TRAIN_SEQ_LEN)"),
+    Knob("EVAL_STRIDE", int, 64, "sliding eval: each window after the first scores its last EVAL_STRIDE targets, the rest is context (0: off; the default is capped at EVAL_SEQ_LEN)"),
+    Knob("EVAL_BATCH_SEQS", int, 32, "windows per forward and rank in the final evals; TTT sequences per step over all ranks", cpu=16),
+    Knob("EVAL_BUDGET_SECONDS", float, 600.0, "eval time allowed on the reference hardware: eval times are logged against it, TTT stops adapting before its pass exceeds it (<= 0: none)"),
+    Knob("TTT_ENABLED", bool, False, "run the score-first test-time-training eval after the sliding eval"),
+    Knob("TTT_MODE", str, "full", "full: SGD+momentum on every weight | lora: Adam on rank-TTT_LORA_RANK adapters of every linear/embedding"),
+    Knob("TTT_CHUNK_TOKENS", int, 32_768, "TTT scores this many targets, then adapts on them", cpu=8192),
+    Knob("TTT_EPOCHS", int, 3, "TTT adaptation passes over each scored chunk"),
+    Knob("TTT_LR", float, 0.0, "TTT learning rate, cosine-decayed over chunks (0: 0.002 for full, 0.01 for lora)"),
+    Knob("TTT_LORA_RANK", int, 8, "rank of the TTT_MODE=lora adapters"),
     # Schedule
     Knob("ITERATIONS", int, 20_000, "maximum training steps"),
     Knob("WARMDOWN_ITERS", int, 1200, "LR warmdown length in steps; with a wall-clock cap it is converted to time (steps x avg step time)", cpu=40),
@@ -218,6 +231,17 @@ class Hyperparameters:
         if self.gptq and 0 < self.max_wallclock_seconds <= self.gptq_reserve_seconds:
             raise KnobError(f"GPTQ_RESERVE_SECONDS={self.gptq_reserve_seconds} leaves no training time under "
                             f"MAX_WALLCLOCK_SECONDS={self.max_wallclock_seconds}")
+        for name in ("EVAL_SEQ_LEN", "EVAL_STRIDE", "TTT_EPOCHS", "TTT_LR"):
+            if getattr(self, name.lower()) < 0:
+                raise KnobError(f"{name}={getattr(self, name.lower())} must be >= 0 ({KNOB_BY_NAME[name].help})")
+        for name in ("EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS", "TTT_LORA_RANK"):
+            if getattr(self, name.lower()) <= 0:
+                raise KnobError(f"{name}={getattr(self, name.lower())} must be positive ({KNOB_BY_NAME[name].help})")
+        if "EVAL_STRIDE" in self.from_env and self.eval_stride > (self.eval_seq_len or self.train_seq_len):
+            raise KnobError(f"EVAL_STRIDE={self.eval_stride} must be <= EVAL_SEQ_LEN={self.eval_seq_len or self.train_seq_len} "
+                            "(EVAL_STRIDE=EVAL_SEQ_LEN gives the plain eval)")
+        if self.ttt_mode not in ("full", "lora"):
+            raise KnobError(f"TTT_MODE={self.ttt_mode!r} must be full or lora")
 
     @property
     def train_seconds(self) -> float:
@@ -598,6 +622,38 @@ def main() -> None:
         log0(f"{spec.metric_name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
              f"eval_time:{1000.0 * (time.perf_counter() - t_eval):.0f}ms")
         log0(f"{spec.metric_name}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
+
+    # Sliding-window and score-first TTT scores of the roundtripped weights of the first EXPORT_SCHEMES entry
+    # (the submission's format); warm-ups use random tokens only.
+    if len(args.export_specs) > 1:
+        base_model.load_state_dict(load_artifact(out_dir / args.export_specs[0].filename), strict=True)
+    eval_len = args.eval_seq_len or args.train_seq_len
+    stride = min(args.eval_stride, eval_len)
+    if stride > 0:
+        warm_up_forward(token_nll, args.vocab_size, eval_len, args.eval_batch_seqs, device, autocast)
+        sync()
+        t_eval = time.perf_counter()
+        res = evaluate_sliding(token_nll, val_tokens, eval_len, stride, args.eval_batch_seqs, luts, rank, world_size, device, autocast)
+        sync()
+        secs = time.perf_counter() - t_eval
+        if res.targets_scored != res.targets_total:
+            raise RuntimeError(f"scoring bug in the sliding eval: {res.coverage_line}")
+        log0(res.coverage_line)
+        log0(f"final_sliding_window val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} seq_len:{eval_len} stride:{stride} "
+             f"eval_time:{1000.0 * secs:.0f}ms eval_tokens_per_s:{res.targets_total / secs:.0f} {budget_note(secs, args.eval_budget_seconds)}")
+        log0(f"final_sliding_window_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
+    if args.ttt_enabled:
+        cfg = TTTConfig(args.ttt_mode, args.ttt_chunk_tokens, args.ttt_epochs, args.ttt_lr, args.ttt_lora_rank, eval_len,
+                        stride or eval_len, args.eval_batch_seqs, args.eval_budget_seconds)
+        warm_up_ttt(base_model, compiled_model, cfg, args.vocab_size, device, autocast, rank, world_size)
+        sync()
+        ttt = score_first_ttt(base_model, compiled_model, val_tokens, cfg, luts, rank, world_size, device, autocast)
+        if ttt.eval.targets_scored != ttt.eval.targets_total:
+            raise RuntimeError(f"scoring bug in the TTT eval: {ttt.eval.coverage_line}")
+        log0(ttt.eval.coverage_line)
+        log0(f"final_ttt val_loss:{ttt.eval.val_loss:.4f} val_bpb:{ttt.eval.val_bpb:.4f} mode:{cfg.mode} {ttt.summary} "
+             f"eval_tokens_per_s:{ttt.eval.targets_total / ttt.seconds:.0f} {budget_note(ttt.seconds, args.eval_budget_seconds)}")
+        log0(f"final_ttt_exact val_loss:{ttt.eval.val_loss:.8f} val_bpb:{ttt.eval.val_bpb:.8f}")
     if distributed:
         dist.destroy_process_group()
 

@@ -17,19 +17,18 @@ CONTROL_TENSOR_NAME_PATTERNS = (
 
 
 class Rotary(nn.Module):
-    """cos/sin tables cached per sequence length and device."""
+    """cos/sin tables for a sequence length, rebuilt on every call (a few kFLOPs). They are deliberately not
+    cached: a table first built under torch.inference_mode (an eval before any training step, or before
+    test-time training) is an inference tensor, and autograd refuses it in every later training step."""
 
     def __init__(self, dim: int, base: float):
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)), persistent=False)
-        self._cache: tuple[int, torch.device, Tensor, Tensor] | None = None
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        if self._cache is None or self._cache[0] != seq_len or self._cache[1] != device:
-            t = torch.arange(seq_len, device=device, dtype=torch.float32)
-            freqs = torch.outer(t, self.inv_freq.to(device))
-            self._cache = (seq_len, device, freqs.cos()[None, None], freqs.sin()[None, None])
-        return self._cache[2].to(dtype), self._cache[3].to(dtype)
+        t = torch.arange(seq_len, device=device, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq.to(device))
+        return freqs.cos()[None, None].to(dtype), freqs.sin()[None, None].to(dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -61,6 +61,12 @@ def build_byte_luts(sp, vocab_size: int, device="cpu") -> ByteLuts:
     return ByteLuts(torch.tensor(base, device=device), torch.tensor(lead, device=device), torch.tensor(boundary, device=device), unk)
 
 
+def unit_byte_luts(vocab_size: int, device="cpu") -> ByteLuts:
+    """Every token 1 byte, no boundaries: for warm-ups and audits, where byte counts do not matter."""
+    return ByteLuts(torch.ones(vocab_size, dtype=torch.int16, device=device), torch.zeros(vocab_size, dtype=torch.bool, device=device),
+                    torch.zeros(vocab_size, dtype=torch.bool, device=device))
+
+
 def target_bytes(prev_ids: torch.Tensor, target_ids: torch.Tensor, luts: ByteLuts) -> torch.Tensor:
     """Bytes charged to each target (same shape as target_ids), as int32."""
     b = luts.base_bytes[target_ids].to(torch.int32)

@@ -1,0 +1,104 @@
+"""Evaluation benchmark: plain vs sliding-window vs score-first TTT on one set of weights, with eval tokens/s.
+
+    python -m bench.eval_speed --artifact artifacts/<RUN_ID>/final_model.int8.ptz              # knobs from the env
+    python -m bench.eval_speed --artifact final_model.int8.ptz --strides 256,64,16 --ttt full,lora NUM_LAYERS=9
+    python -m bench.eval_speed --random-init --max-targets 20000                             # speed only
+
+Loads the weights the way eval.audit does (the .ptz artifact is dequantized, i.e. the roundtripped model that
+train_gpt.py scores), takes the validation split and tokenizer from the knobs (the offline sample when DATA_PATH
+is unset), and prints one row per evaluation: bpb, seconds, scored targets per second and forwarded tokens per
+second. Each evaluation is warmed up on random tokens first, so compile time is not counted.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import train_gpt  # noqa: E402
+from data.shards import load_tokens  # noqa: E402
+from eval.audit import load_weights  # noqa: E402
+from eval.bpb import build_byte_luts  # noqa: E402
+from eval.plain import evaluate  # noqa: E402
+from eval.sliding import evaluate_sliding, sliding_plan, warm_up_forward  # noqa: E402
+from eval.ttt import TTTConfig, score_first_ttt, warm_up_ttt  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.eval_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--artifact", type=Path, help="final_model.pt or final_model.int8.ptz")
+    p.add_argument("--random-init", action="store_true", help="untrained weights (speed only)")
+    p.add_argument("--strides", default="", help="comma-separated sliding strides (default: EVAL_STRIDE)")
+    p.add_argument("--ttt", default="", help="comma-separated TTT modes to run: full, lora")
+    p.add_argument("--max-targets", type=int, default=0, help="score only the first N validation targets (0: all)")
+    p.add_argument("knobs", nargs="*", metavar="KNOB=VALUE")
+    a = p.parse_args(argv)
+    if bool(a.artifact) == a.random_init:
+        p.error("give exactly one of --artifact PATH or --random-init")
+    env = dict(os.environ, **dict(kv.split("=", 1) for kv in a.knobs))
+    args = train_gpt.Hyperparameters(env=env)
+    device = torch.device(args.device_type)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.dtype == "bf16" else contextlib.nullcontext
+    train_gpt.resolve_data(args, print)
+    import sentencepiece as spm
+
+    luts = build_byte_luts(spm.SentencePieceProcessor(model_file=args.tokenizer_path), args.vocab_size, device)
+    val = torch.from_numpy(load_tokens(args.val_files).astype("int64"))
+    if a.max_targets:
+        val = val[: a.max_targets + 1]
+    model = train_gpt.build_model(args)
+    if a.artifact:
+        model.load_state_dict(load_weights(a.artifact), strict=True)
+    model = model.to(device).eval()
+    forward = torch.compile(model, dynamic=False, fullgraph=True) if args.compile else model
+    token_nll = lambda x, y: forward(x, y, reduction="none")  # noqa: E731
+    eval_len = args.eval_seq_len or args.train_seq_len
+    batch = args.eval_batch_seqs
+    n = val.numel() - 1
+    print(f"device:{device} model_params:{sum(p.numel() for p in model.parameters())} targets:{n} seq_len:{eval_len} "
+          f"batch_seqs:{batch} threads:{torch.get_num_threads()}")
+    print(f"{'eval':<22} {'val_bpb':>10} {'seconds':>9} {'targets/s':>10} {'fwd_tok/s':>10}")
+
+    def row(name: str, bpb: float, secs: float, forwarded: int | None) -> None:
+        fwd = f"{forwarded / secs:>10.0f}" if forwarded else f"{'-':>10}"  # TTT also trains: no single figure
+        print(f"{name:<22} {bpb:>10.6f} {secs:>9.2f} {n / secs:>10.0f} {fwd}", flush=True)
+
+    def timed(fn):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t
+
+    warm_up_forward(token_nll, args.vocab_size, args.train_seq_len, batch, device, autocast)
+    res, secs = timed(lambda: evaluate(token_nll, val, args.train_seq_len, batch, luts, device=device, autocast=autocast))
+    row(f"plain L={args.train_seq_len}", res.val_bpb, secs, n)
+    strides = [int(s) for s in a.strides.split(",") if s] or [min(args.eval_stride, eval_len) or eval_len]
+    warm_up_forward(token_nll, args.vocab_size, eval_len, batch, device, autocast)
+    for stride in strides:
+        res, secs = timed(lambda: evaluate_sliding(token_nll, val, eval_len, stride, batch, luts, device=device, autocast=autocast))
+        forwarded = len(sliding_plan(0, n, eval_len, stride)) * eval_len
+        row(f"sliding S={stride}", res.val_bpb, secs, forwarded)
+    for mode in [m for m in a.ttt.split(",") if m]:
+        cfg = TTTConfig(mode=mode, chunk_tokens=args.ttt_chunk_tokens, epochs=args.ttt_epochs, lr=args.ttt_lr,
+                        lora_rank=args.ttt_lora_rank, seq_len=eval_len, stride=strides[-1], batch_seqs=batch,
+                        budget_s=args.eval_budget_seconds)
+        warm_up_ttt(model, forward, cfg, args.vocab_size, device, autocast)
+        ttt, secs = timed(lambda: score_first_ttt(model, forward, val, cfg, luts, device=device, autocast=autocast))
+        row(f"ttt {mode} S={cfg.stride}", ttt.eval.val_bpb, secs, None)
+        print(f"  {ttt.summary} lr:{cfg.learning_rate} epochs:{cfg.epochs} chunk:{cfg.chunk_tokens}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
