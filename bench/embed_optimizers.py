@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAST_STEP_RE = re.compile(r"^step:(\d+)/\d+ val_loss", re.M)
 FINAL_RE = re.compile(r"final_int8_zlib_roundtrip_exact val_loss:([\d.]+) val_bpb:([\d.]+)")
-HEALTH_RE = re.compile(r"embedding_health (\S+) isotropy:([\d.]+) mean_norm_ratio:([\d.]+) mean_norm:([\d.]+) row_norm:([\d.]+)")
+HEALTH_RE = re.compile(r"embedding_health (\S+) isotropy:([\d.]+) mean_norm_ratio:([\d.]+) mean_norm:([\d.]+) row_norm:([\d.]+) "
+                       r"max_row_norm:([\d.]+)")
 
 
 def run(overrides: dict[str, str]) -> dict:
@@ -36,7 +37,8 @@ def run(overrides: dict[str, str]) -> dict:
     if not (final and health and steps):
         raise RuntimeError("missing final/embedding_health/step lines in the trainer's output:\n" + proc.stdout[-3000:])
     return {"steps": int(steps[-1]), "val_bpb": float(final.group(2)), "matrix": health.group(1),
-            "isotropy": float(health.group(2)), "mean_norm_ratio": float(health.group(3))}
+            "isotropy": float(health.group(2)), "mean_norm_ratio": float(health.group(3)),
+            "row_norm": float(health.group(5)), "max_row_norm": float(health.group(6))}
 
 
 def main(argv=None) -> int:
@@ -59,11 +61,12 @@ def main(argv=None) -> int:
     if a.only:
         configs = [c for c in configs if c[1]["EMBED_OPTIMIZER"] == a.only]
     print(f"knobs for every run: {' '.join(f'{k}={v}' for k, v in base.items())}", flush=True)
-    print(f"{'optimizer':<24} {'steps':>6} {'val_bpb':>9} {'isotropy':>9} {'|mu|/|e|':>9}  matrix", flush=True)
+    print(f"{'optimizer':<24} {'steps':>6} {'val_bpb':>9} {'isotropy':>9} {'|mu|/|e|':>9} {'mean|e|':>8} {'max|e|':>8}  matrix",
+          flush=True)
     for name, extra in configs:
         r = run({**base, **extra})
-        print(f"{name:<24} {r['steps']:>6} {r['val_bpb']:>9.4f} {r['isotropy']:>9.4f} {r['mean_norm_ratio']:>9.4f}  {r['matrix']}",
-              flush=True)
+        print(f"{name:<24} {r['steps']:>6} {r['val_bpb']:>9.4f} {r['isotropy']:>9.4f} {r['mean_norm_ratio']:>9.4f} "
+              f"{r['row_norm']:>8.3f} {r['max_row_norm']:>8.3f}  {r['matrix']}", flush=True)
     return 0
 
 

@@ -287,6 +287,9 @@ def test_embedding_health_separates_isotropic_from_shifted_embeddings():
     shifted = embedding_health(E + 3.0 * torch.nn.functional.normalize(torch.ones(16), dim=0))
     assert shifted["isotropy"] < 0.01 and shifted["mean_norm_ratio"] > 0.9
     assert embedding_health(-E)["isotropy"] == pytest.approx(centered["isotropy"])  # eigenvector signs do not matter
+    long_rows = E.clone()
+    long_rows[:4] *= 30  # a few frequent tokens with very long rows: anisotropic although the mean barely moves
+    assert embedding_health(long_rows)["isotropy"] < 0.05 and embedding_health(long_rows)["max_row_norm"] > 10 * centered["max_row_norm"]
     with pytest.raises(ValueError, match="vocab, dim"):
         embedding_health(torch.zeros(16))
 
