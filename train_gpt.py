@@ -39,7 +39,9 @@ from eval.bpb import build_byte_luts, warn_unknown_targets
 from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
 from eval.ttt import TTTConfig, score_first_ttt, warm_up_ttt
-from optim.groups import build_optimizers
+from optim.ema import WeightEMA
+from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
+from optim.health import embedding_health_lines
 from quant.compress import set_zstd_level
 from quant.export import artifact_log_lines, gptq_targets, load_artifact, write_artifact
 from quant.gptq import collect_hessians
@@ -136,7 +138,12 @@ KNOBS = [
     Knob("BETA1", float, 0.9, "Adam beta1"),
     Knob("BETA2", float, 0.95, "Adam beta2"),
     Knob("ADAM_EPS", float, 1e-8, "Adam epsilon"),
-    Knob("GRAD_CLIP_NORM", float, 0.0, "clip the global grad norm (0: off)"),
+    Knob("GRAD_CLIP_NORM", float, 0.0, "clip the global grad norm (0: off; top records: 0.3)"),
+    Knob("EMBED_OPTIMIZER", str, "adam", "optimizer of the vocabulary matrix (tied embedding, else the output head): adam | coupled_adam (second moment shared over the vocabulary, arXiv 2502.08441)"),
+    Knob("COUPLED_ADAM_SCALE", float, 1.0, "coupled_adam: multiplies the vocabulary-averaged second moment (the paper's scaled variant 2^-n); the step scales by 1/sqrt"),
+    Knob("MUON_WD", float, 0.0, "decoupled Muon weight decay: matrices *= 1 - lr*wd each step (records: 0.04 to 0.095)"),
+    Knob("ADAM_WD", float, 0.0, "decoupled (AdamW) weight decay of the token embedding and the scalar group (records: 0.04)"),
+    Knob("EMA_DECAY", float, 0.0, "0: off; else export and score a bias-corrected EMA of the weights, updated every step (records: 0.997)"),
     # Device
     Knob("DEVICE", str, "auto", "auto | cuda | cpu"),
     Knob("COMPILE", bool, True, "torch.compile the model and Newton-Schulz", cpu=False),
@@ -242,6 +249,13 @@ class Hyperparameters:
                             "(EVAL_STRIDE=EVAL_SEQ_LEN gives the plain eval)")
         if self.ttt_mode not in ("full", "lora"):
             raise KnobError(f"TTT_MODE={self.ttt_mode!r} must be full or lora")
+
+        if self.embed_optimizer not in EMBED_OPTIMIZERS:
+            raise KnobError(f"EMBED_OPTIMIZER={self.embed_optimizer!r} must be one of {', '.join(EMBED_OPTIMIZERS)}")
+        for name, ok, rule in (("COUPLED_ADAM_SCALE", self.coupled_adam_scale > 0, "> 0"), ("MUON_WD", self.muon_wd >= 0, ">= 0"),
+                               ("ADAM_WD", self.adam_wd >= 0, ">= 0"), ("EMA_DECAY", 0 <= self.ema_decay < 1, "in [0, 1) (0: off)")):
+            if not ok:
+                raise KnobError(f"{name}={getattr(self, name.lower())} must be {rule} ({KNOB_BY_NAME[name].help})")
 
     @property
     def train_seconds(self) -> float:
@@ -447,6 +461,7 @@ def main() -> None:
     log0(f"attention_mode:gqa num_heads:{args.num_heads} num_kv_heads:{args.num_kv_heads}")
     log0(f"tie_embeddings:{args.tie_embeddings} embed_lr:{args.tied_embed_lr if args.tie_embeddings else args.embed_lr} "
          f"head_lr:{0.0 if args.tie_embeddings else args.head_lr} matrix_lr:{args.matrix_lr} scalar_lr:{args.scalar_lr}")
+    log0(describe_optimizers(base_model, optimizers) + f" grad_clip_norm:{args.grad_clip_norm} ema_decay:{args.ema_decay}")
     log0(f"train_batch_tokens:{args.train_batch_tokens} train_seq_len:{args.train_seq_len} iterations:{args.iterations} "
          f"warmup_steps:{args.warmup_steps} max_wallclock_seconds:{args.max_wallclock_seconds:.3f}")
     log0(f"seed:{args.seed}")
@@ -504,6 +519,7 @@ def main() -> None:
     # -----------------------------
     # TRAINING LOOP
     # -----------------------------
+    ema = WeightEMA(base_model, args.ema_decay) if args.ema_decay > 0 else None  # after the warmup restore: it averages only real steps
     max_ms = 1000.0 * args.train_seconds if args.max_wallclock_seconds > 0 else None
     qat_on = False
     training_ms = 0.0
@@ -546,6 +562,8 @@ def main() -> None:
         for opt in optimizers:
             opt.step()
         zero_grad_all()
+        if ema is not None:
+            ema.update(base_model)
 
         step += 1
         approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
@@ -568,6 +586,13 @@ def main() -> None:
     if device.type == "cuda":
         log0(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
              f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
+
+    if ema is not None:  # the EMA weights are what gets exported and scored
+        ema.copy_to(base_model)
+        res = validate()
+        log0(f"diagnostic pre-quantization post-ema val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} ema_updates:{ema.updates}")
+    for line in embedding_health_lines(base_model):
+        log0(line)
 
     # -----------------------------
     # GPTQ CALIBRATION (inside the wall-clock cap: training stopped GPTQ_RESERVE_SECONDS early)

@@ -1,6 +1,9 @@
 """Muon: momentum SGD whose update for each matrix is orthogonalized by a Newton-Schulz iteration
 (Keller Jordan's Muon, as used by modded-nanogpt and the public baseline). Under torch.distributed each
-rank orthogonalizes every world_size-th matrix and one all-reduce shares the results."""
+rank orthogonalizes every world_size-th matrix and one all-reduce shares the results.
+
+Weight decay is decoupled, as in the records (MUON_WD): every matrix is multiplied by 1 - lr * weight_decay
+before its update, so the decay follows the LR schedule and is independent of the orthogonalized step."""
 from __future__ import annotations
 
 import torch
@@ -26,8 +29,12 @@ def zeropower_via_newtonschulz5(G: Tensor, steps: int, eps: float = 1e-7) -> Ten
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
-        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
+                 weight_decay: float = 0.0):
+        if weight_decay < 0:
+            raise ValueError(f"Muon weight_decay={weight_decay} must be >= 0 (MUON_WD)")
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov,
+                                      weight_decay=weight_decay))
         self.orthogonalize = zeropower_via_newtonschulz5  # train_gpt swaps in a compiled version on CUDA
 
     @torch.no_grad()
@@ -62,7 +69,10 @@ class Muon(torch.optim.Optimizer):
             if distributed:
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             offset = 0
+            decay = 1.0 - group["lr"] * group["weight_decay"]
             for p in params:
+                if decay != 1.0 and p.grad is not None:  # every rank decays every matrix: all hold the same weights
+                    p.mul_(decay)
                 p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
                 offset += p.numel()
         return loss
