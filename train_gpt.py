@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import keep_float_names
-from arch.mlp import MLP_REGISTRY
+from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_report, parse_layer_spec
 from data.loader import DistributedTokenLoader
 from data.shards import list_shards, load_tokens
 from eval.bpb import build_byte_luts, warn_unknown_targets
@@ -86,6 +86,20 @@ KNOBS = [
     Knob("NUM_KV_HEADS", int, 4, "key/value heads (GQA)", cpu=2),
     Knob("MLP_MULT", float, 2.0, "MLP hidden width as a multiple of MODEL_DIM (floats allowed)"),
     Knob("MLP_KIND", str, "relu2", f"sublayer in the MLP slot: {', '.join(sorted(MLP_REGISTRY))}"),
+    Knob("MLP_KIND_LAYERS", str, "all", "layers that get MLP_KIND: 'all' or indices/ranges like '0,2,5-8'; the others keep relu2"),
+    Knob("HWNODE_STATE_DIM", int, 864, "hwnode: latent state size n (2dn + n^2 + 1 parameters)", cpu=216),
+    Knob("HWNODE_ORDER", int, 2, "hwnode: Taylor order K of the flow E = exp(dt A / sigma(A))"),
+    Knob("HWNODE_VIRTUAL_LAYERS", int, 0, "hwnode: 0 = V1 block W_out psi(E phi(W_in x)); L >= 1 = V2, one weight set applied L times"),
+    Knob("HWNODE_TERM_GATES", bool, False, "hwnode: learnable gates on the Taylor terms k >= 1"),
+    Knob("HWNODE_STATE_BIAS", bool, False, "hwnode: learnable bias added to the flowed state E z"),
+    Knob("WAVE_MODE", str, "modulation", "wave: interference (Z + Z') or modulation (Z * Z') of the causal prefix-norm waves"),
+    Knob("S5_STATE_DIM", int, 256, "s5, hyena_s5: state size P (P/2 stored complex states with S5_CONJ_SYM=1)"),
+    Knob("S5_BLOCKS", int, 16, "s5, hyena_s5: HiPPO-N blocks on the diagonal (block size S5_STATE_DIM/S5_BLOCKS)"),
+    Knob("S5_CONJ_SYM", bool, True, "s5, hyena_s5: store one state per conjugate pair and output 2 Re"),
+    Knob("S5_DT_MIN", float, 1e-3, "s5, hyena_s5: smallest initial step (log-uniform init of one step per state)"),
+    Knob("S5_DT_MAX", float, 1e-1, "s5, hyena_s5: largest initial step"),
+    Knob("S5_CLIP_EIGS", bool, True, "s5, hyena_s5: clip Re(Lambda) <= -1e-4 in the forward (stable at any length)"),
+    Knob("S5_SCAN", str, "auto", "s5, hyena_s5: auto (triton on CUDA when installed, else fft) | fft | triton"),
     Knob("TIE_EMBEDDINGS", bool, True, "share the input embedding with the output head"),
     Knob("ROPE_BASE", float, 10000.0, "RoPE base frequency"),
     Knob("LOGIT_SOFTCAP", float, 30.0, "logits = cap * tanh(logits / cap); must be > 0"),
@@ -169,6 +183,11 @@ class Hyperparameters:
             raise KnobError(f"LOGIT_SOFTCAP={self.logit_softcap} must be > 0")
         if self.mlp_kind not in MLP_REGISTRY:
             raise KnobError(f"MLP_KIND={self.mlp_kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
+        try:
+            parse_layer_spec(self.mlp_kind_layers, self.num_layers)
+            MixerConfig.from_args(self).validate(self.mlp_kind)
+        except ValueError as e:
+            raise KnobError(str(e)) from None
         if self.dtype not in ("bf16", "fp32"):
             raise KnobError(f"DTYPE={self.dtype!r} must be bf16 or fp32")
         if self.vocab_size > 65_536:
@@ -204,7 +223,8 @@ def build_model(args: Hyperparameters) -> GPT:
         vocab_size=args.vocab_size, num_layers=args.num_layers, model_dim=args.model_dim, num_heads=args.num_heads,
         num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
         tied_embed_init_std=args.tied_embed_init_std, logit_softcap=args.logit_softcap, rope_base=args.rope_base,
-        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind,
+        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=args.mlp_kind_layers,
+        mixer_config=MixerConfig.from_args(args),
     )
 
 
@@ -361,6 +381,7 @@ def main() -> None:
         return res
 
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} mlp_kind:{args.mlp_kind}")
+    log0(mixer_report(base_model, args.mlp_kind, base_model.mlp_kind_layers, args.model_dim, args.mlp_mult, MixerConfig.from_args(args)))
     log0(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device} "
          f"backend:{dist.get_backend() if distributed else 'none'} compile:{int(args.compile)} dtype:{args.dtype}")
     log0(f"attention_mode:gqa num_heads:{args.num_heads} num_kv_heads:{args.num_kv_heads}")
