@@ -69,22 +69,24 @@ def _trained_runs(out: Path, data, shapes: list[Shape]) -> list[Path]:
     return [out / "runs" / s.run_id for s in specs], rows
 
 
+@pytest.mark.slow
 def test_bytes_model_predicts_held_out_real_artifacts(tmp_path):
-    """Calibrate on four trained checkpoints, then predict two other shapes' real int8+zlib artifacts."""
+    """Calibrate on six trained checkpoints, then predict two other shapes' real int8+zlib artifacts."""
     data = build_tiny_dataset(tmp_path / "tiny")
     V = TINY_VOCAB
     shapes = [Shape(V, 2, 160, 4, 2, "relu2", 4.0), Shape(V, 3, 192, 4, 2, "relu2", 2.0),
               Shape(V, 2, 160, 4, 2, "swiglu", 3.0), Shape(V, 1, 256, 4, 2, "relu2", 2.0),
               Shape(V, 2, 128, 4, 2, "hwnode", 2.0, mixer=MixerConfig(hwnode_state_dim=384)),
+              Shape(V, 4, 160, 4, 2, "relu2", 2.0), Shape(V, 2, 192, 4, 2, "relu2", 3.0),
               Shape(V, 3, 224, 4, 2, "swiglu", 2.0)]
     run_dirs, rows = _trained_runs(tmp_path / "out", data, shapes)
     scheme = get_scheme("int8+zlib")
     feats, real = measure_runs(run_dirs, scheme)
     # exporting the raw checkpoint again gives exactly the artifact the trainer wrote
     assert [int(n) for n in real] == [rows[d.name]["model_bytes"] for d in run_dirs]
-    cal = fit_calibration("int8+zlib", feats[:4], real[:4])
-    assert cal.points == 4 and 0 <= cal.rel_error < 0.1 and len(cal.coef) == len(FEATURES)
-    for s, f, n in zip(shapes[4:], feats[4:], real[4:]):
+    cal = fit_calibration("int8+zlib", feats[:6], real[:6])
+    assert cal.points == 6 and 0 <= cal.rel_error < 0.15 and len(cal.coef) == len(FEATURES)
+    for s, f, n in zip(shapes[6:], feats[6:], real[6:]):
         assert predict(s, scheme, cal, 0).model_bytes == pytest.approx(cal.predict(f), abs=1)  # meta == real features
         assert abs(cal.predict(f) / n - 1) <= max(2 * cal.rel_error, 0.02), (s, cal, n)
     assert uncalibrated("int8+zlib").predict(feats[0]) > real[0]  # the pre-calibration bound is an upper bound
