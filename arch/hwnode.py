@@ -86,7 +86,6 @@ class HWNodeMixer(nn.Module):
                 self.resync_spectral_norm()
                 self._cache = (key, self._flow())
             return self._cache[1]
-        self._cache = None
         if self.training:
             power_iteration(self.A, self.u, self.v, steps=1)
         return self._flow()

@@ -177,7 +177,10 @@ def test_same_seed_same_loss_and_log_contract(tmp_path, tiny):
     code = int(re.search(r"Code size: (\d+) bytes", log).group(1))
     total = int(re.search(r"Total submission size int8\+zlib: (\d+) bytes", log).group(1))
     assert total == art.stat().st_size + code
-    assert code > (ROOT / "train_gpt.py").stat().st_size  # imported project modules are counted too
+    from records.bundle import pack_files  # code bytes = the one-file train_gpt.py a record ships, modules included
+
+    snapshot = re.search(r"^code_snapshot:(.*)$", log, re.M).group(1).split(",")
+    assert len(snapshot) > 1 and code == len(pack_files([ROOT / f for f in snapshot], ROOT))
 
 
 def test_wallclock_stop(tmp_path, tiny):
