@@ -240,6 +240,7 @@ class Calibration:
     rel_error: float  # stated error: the largest leave-one-out |predicted - real| / real over the points
     points: int
     note: str = ""
+    regime: str = ""  # which calibration-file entry this is (trained, cpu-short, ...)
 
     def predict(self, features: np.ndarray) -> float:
         return float(np.dot(self.coef, features))
@@ -270,13 +271,19 @@ def calibration_key(scheme: str, regime: str) -> str:
 def load_calibration(scheme: str, path: Path = CALIBRATION_PATH, regime: str = "trained") -> Calibration:
     table = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
     key = calibration_key(scheme, regime)
+    others = sorted(k for k in table if k.startswith(f"{scheme}@"))
+    if key not in table and others:
+        print(f"warning: no bytes calibration {key!r} in {path}; using {others[0]!r} instead (see its note)",
+              file=sys.stderr)
+        key = others[0]
     if key not in table:
-        print(f"warning: no bytes calibration {key!r} in {path}; using the UNCOMPRESSED size (an upper bound). "
+        print(f"warning: no bytes calibration for {scheme!r} in {path}; using the UNCOMPRESSED size (an upper bound). "
               f"Fit one with: python -m arch.budget --calibrate 'SWEEP_OUT/runs/*' --scheme {scheme} --regime {regime}",
               file=sys.stderr)
         return uncalibrated(scheme)
     entry = table[key]
-    return Calibration(scheme, tuple(entry["coef"]), entry["rel_error"], entry["points"], entry.get("note", ""))
+    return Calibration(scheme, tuple(entry["coef"]), entry["rel_error"], entry["points"], entry.get("note", ""),
+                       key.partition("@")[2])
 
 
 def uncalibrated(scheme: str) -> Calibration:
@@ -514,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
         lo, hi = (args.share + args.share)[:2]
         rows = [p for p in rows if lo <= p.share <= hi]
     print(f"# budget {args.bytes} bytes, scheme {args.scheme}, vocab {args.vocab}, code {code} bytes; bytes model "
-          f"{'UPPER BOUND (uncompressed)' if args.upper_bound else args.regime} fitted on {cal.points} real artifacts, "
+          f"{'UPPER BOUND (uncompressed)' if args.upper_bound else cal.regime or 'uncalibrated'} fitted on {cal.points} real artifacts, "
           f"stated error +-{cal.rel_error:.1%} of the model bytes (listed shapes fit even at +{cal.rel_error:.1%}). "
           f"{cal.note}")
     print(f"{'kind':<9}{'L':>4}{'d':>6}{'heads':>7}{'kv':>4}{'e':>6}{'width':>7}{'params':>12}{'emb%':>7}"

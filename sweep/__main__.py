@@ -64,14 +64,19 @@ def run_env(args) -> dict[str, str]:
     env.update(PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), DATA_PATH=data, TOKENIZER_PATH=tok,
                MAX_WALLCLOCK_SECONDS=str(args.seconds), ITERATIONS=str(args.iterations), TRAIN_LOG_EVERY="5",
                SEED=str(args.seed), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if args.scheme != "int8+zlib":  # the public format is always written; others only when asked for
-        env.update(EXPORT_SCHEMES=f"int8+zlib,{args.scheme}", QUANT_FLOAT_MAX_NUMEL=str(args.float_max_numel))
+    # export and score only the scheme being ranked, with the small-tensor rule the bytes model priced
+    env.update(EXPORT_SCHEMES=args.scheme, QUANT_FLOAT_MAX_NUMEL=str(args.float_max_numel))
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
             sys.exit(f"error: --env {item!r} must be KEY=VALUE")
         env[key] = value
     return env
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM behaves like Ctrl-C: running trainers are stopped, recorded runs stay, a rerun resumes."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,8 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         args.out.mkdir(parents=True, exist_ok=True)
         env = run_env(args)
-        # SIGTERM behaves like Ctrl-C: running trainers are stopped, recorded runs stay, a rerun resumes.
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             run_all(specs, args.out, args.trainer, env, args.scheme, args.jobs, args.seconds, args.stop_after,
                     args.stop_margin, on_result=lambda _: write_report(list(ResultStore(args.out).load().values()),

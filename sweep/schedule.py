@@ -42,9 +42,11 @@ def losing(run_curve: list[tuple[int, float]], others: list[list[tuple[int, floa
         return False, ""
     t_now = run_curve[-1][0]
     mine = float(smoothed(run_curve)[1][-1])
+    if not np.isfinite(mine):
+        return True, f"pruned at {t_now / 1000:.0f}s: non-finite train loss"
     refs = [r for r in (loss_at(c, t_now) for c in others) if r is not None and np.isfinite(r)]
-    if not refs or not np.isfinite(mine):
-        return (not np.isfinite(mine)), "non-finite train loss" if not np.isfinite(mine) else ""
+    if not refs:
+        return False, ""
     best = min(refs)
     if mine > best + margin:
         return True, f"pruned at {t_now / 1000:.0f}s: train loss {mine:.3f} vs best {best:.3f} (+{mine - best:.3f} > {margin})"

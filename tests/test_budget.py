@@ -42,6 +42,27 @@ def test_counts_and_inventory_equal_the_built_model(kind, layers, dim, heads, kv
                               storage_features(tensors, keep, scheme))
 
 
+@pytest.mark.parametrize("label", ["int8+zlib", "int6+zstd", "mixed+zstd"])
+def test_scheme_plan_and_export_are_the_trainers(tmp_path, label):
+    """The bytes model prices what the trainer's exporter writes: same storage plan, same artifact size."""
+    from quant.export import write_artifact
+    from quant.schemes import DEFAULT_MIX, parse_export_specs, parse_mix
+
+    s = Shape(128, 2, 160, 4, 2, "relu2", 4.0)
+    torch.manual_seed(0)
+    model = build_meta_model(s, device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))  # zero-init projections would compress to nothing
+    sd, keep = model.state_dict(), export_keep_float(model)
+    scheme = get_scheme(label, float_max_numel=65_536)
+    art = write_artifact(sd, parse_export_specs(label)[0], tmp_path, parse_mix(DEFAULT_MIX), keep, True, None, 65_536)
+    assert len(scheme.export(sd, keep)) == art.nbytes
+    tensors, keep_meta = inventory(s)
+    assert np.array_equal(storage_features(sd, keep, scheme), storage_features(tensors, keep_meta, scheme))
+    assert storage_features(sd, keep, scheme)[0] > 0  # the 160 x 640 MLP matrices are quantized
+
+
 def test_expansion_reaches_the_kind_width():
     assert with_expansion("hwnode", 3.0, 128, MixerConfig())[1].hwnode_state_dim == 384
     assert with_expansion("relu2", 3.0, 128, MixerConfig()) == (3.0, MixerConfig())
