@@ -32,7 +32,7 @@ from torch import Tensor
 
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import keep_float_names
-from arch.mlp import MLP_REGISTRY, MixerConfig, build_mlp, mixer_param_count
+from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_param_count
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_PATH = Path(__file__).with_name("budget_calibration.json")

@@ -2,7 +2,6 @@
 trainer), log parsing, the Pareto front, the CSV and the plots."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -55,7 +54,7 @@ def test_sweep_resumes_after_kill_real_trainer(tmp_path, tiny):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming, 1 of" in second.stdout
     rows = ResultStore(out).load()
-    lines = results.read_text().splitlines()
+    lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(rows) >= 3  # every grid point once, none recorded twice
     assert rows[done_id] == done_row and (out / "runs" / done_id / "stdout.txt").stat().st_mtime == stdout_mtime
     for row in rows.values():
