@@ -27,8 +27,15 @@ def run_path(out: Path, variant: str, preset: str, steps: int, seed: int) -> Pat
     return out / "runs" / f"{variant}__{preset}__{steps}__seed{seed}.json"
 
 
-def _worker(variant: str, seed: int, preset: str, steps: int, eval_episodes: int | None,
-            path: str, progress_queue) -> str:
+_progress_queue = None  # set in each worker by _init_worker
+
+
+def _init_worker(queue) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _worker(variant: str, seed: int, preset: str, steps: int, eval_episodes: int | None, path: str) -> str:
     """Runs in a fresh spawned process: one torch thread, one run, one JSON file."""
     import torch
 
@@ -37,7 +44,7 @@ def _worker(variant: str, seed: int, preset: str, steps: int, eval_episodes: int
 
     key = (variant, seed)
     result = train_and_evaluate(variant, seed, preset, steps, eval_episodes,
-                                progress=lambda n: progress_queue.put((key, n)))
+                                progress=lambda n: _progress_queue.put((key, n)))
     tmp = Path(path).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, path)  # a killed run never leaves a half-written result behind
@@ -101,15 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     # Workers inherit these before importing torch, so BLAS pools do not oversubscribe the cores.
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     ctx = get_context("spawn")
-    manager = ctx.Manager()
-    queue = manager.Queue()
+    queue = ctx.Queue()  # progress (run, env steps) from the workers; handed over at process start
     disable = args.no_progress
     overall = tqdm(total=len(todo), desc="runs", position=0, disable=disable, file=sys.stderr)
     bars: dict[tuple[str, int], tqdm] = {}
     failures = []
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1,
+                             initializer=_init_worker, initargs=(queue,)) as pool:
         futures = {pool.submit(_worker, v, s, args.preset, args.steps, args.eval_episodes,
-                               str(run_path(out, v, args.preset, args.steps, s)), queue): (v, s)
+                               str(run_path(out, v, args.preset, args.steps, s))): (v, s)
                    for v, s in todo}
         pending = set(futures)
         while pending:
@@ -136,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
                 overall.update(1)
                 report()
     overall.close()
-    manager.shutdown()
     for v, s, err in failures:
         print(f"rl.compare error: {v} seed {s} failed: {err}", file=sys.stderr)
     return 1 if failures else 0
