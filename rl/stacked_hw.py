@@ -3,7 +3,7 @@
 Each of N physical blocks is residual with its own weights:
     h ← h + W_out·relu²( relu²(W_in·LayerNorm(h)) · P(Â)ᵀ ),   P(Â) = Σ_k w_k B_k(Â)
 with learned w (poly_basis.py). Â is kept at ||Â||₂ <= 1 either by the shared one-step power-iteration
-spectral norm (arch/hwnode_flow.py; A init N(0, 0.1²) or orthogonal) or, for "ortho-param", by torch's
+spectral norm (arch/hwnode_flow.py, one step per training forward; A init N(0, 0.1²) or orthogonal) or, for "ortho-param", by torch's
 orthogonal parametrization (Â orthogonal). Block params = 2h + (h·s + s) + s² + (K+1) + (s·h + h); the
 orthogonal parametrization stores a full s×s "original", so the count is the same.
 """
@@ -48,7 +48,8 @@ class HWBlock(nn.Module):
         A = self.flow.weight
         if self.a_mode == "ortho-param":
             return A  # already orthogonal, ||A||₂ = 1
-        power_iteration(A, self.u, self.v)
+        if self.training:  # as torch's spectral_norm: u, v advance in training forwards only
+            power_iteration(A, self.u, self.v)
         return A / spectral_norm_estimate(A, self.u.clone(), self.v.clone())
 
     def forward(self, h: Tensor) -> Tensor:
