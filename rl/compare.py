@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     grid = [(v, s) for s in args.seeds for v in args.variants]  # seed-major: partial tables cover every variant
     todo = [(v, s) for v, s in grid if not run_path(out, v, args.preset, args.steps, s).exists()]
+    eval_episodes = args.eval_episodes or get_preset(args.preset).eval_episodes
+    for v, s in grid:
+        path = run_path(out, v, args.preset, args.steps, s)
+        if (v, s) not in todo and json.loads(path.read_text())["eval_episodes"] != eval_episodes:
+            raise SystemExit(f"rl.compare: {path} was evaluated over a different number of episodes than "
+                             f"{eval_episodes}; use another --out or the same --eval-episodes")
     print(f"rl.compare preset:{args.preset} steps:{args.steps} runs:{len(grid)} done:{len(grid) - len(todo)} "
           f"todo:{len(todo)} jobs:{args.jobs} out:{out}", flush=True)
 

@@ -112,3 +112,14 @@ def test_killed_comparison_resumes_without_rerunning_finished_runs(tmp_path):
     assert result["eval_episodes"] == 1 and result["curve"][-1][0] == 512
     assert "| mlp-narrow | 9,573 | 0,1 |" in (out / "summary_smoke_512.md").read_text()
     assert (out / "curves_smoke_512.png").stat().st_size > 0
+
+
+def test_compare_refuses_to_mix_runs_evaluated_differently(tmp_path):
+    from rl.compare import main
+
+    path = run_path(tmp_path, "mlp-narrow", "smoke", 512, 0)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(fake_run("mlp-narrow", 0, 1.0, 2.0)))  # evaluated over 100 episodes
+    with pytest.raises(SystemExit, match="different number of episodes than 3"):
+        main(["--variants", "mlp-narrow", "--seeds", "0", "--preset", "smoke", "--steps", "512",
+              "--out", str(tmp_path)])
