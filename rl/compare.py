@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel runs")
     p.add_argument("--out", default="rl-results", help="results folder (keep it out of git)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the report from the finished runs and start none (e.g. while another comparison runs)")
     args = p.parse_args(argv)
     try:
         args.variants = [get_variant(v).name for v in parse_list(args.variants, "variants")]
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if table:
             print(table, flush=True)
 
-    if not todo:
+    if not todo or args.report_only:
         report()
         return 0
     # Workers inherit these before importing torch, so BLAS pools do not oversubscribe the cores.

@@ -46,10 +46,13 @@ def summarize(runs: list[dict], variants: list[str], preset: str, steps: int) ->
     return rows
 
 
-def markdown_table(rows: list[dict], preset: str, steps: int, eval_episodes: int | None) -> str:
+def markdown_table(rows: list[dict], preset: str, steps: int, eval_episodes: int | None,
+                   env_steps: list[int]) -> str:
     ref_note = "reference (PR, 500K, 3 seeds)" if preset == "ref" else "reference (not comparable: preset != ref)"
+    actual = ", ".join(f"{n:,}" for n in env_steps)
     lines = [
-        f"preset `{preset}`, {steps:,} steps per run; mean ± std (ddof=0) over seeds",
+        f"preset `{preset}`, {steps:,} steps requested per run ({actual} env steps run: SB3 rounds up to "
+        f"whole rollouts); mean ± std (ddof=0) over seeds",
         "",
         f"| variant | params | seeds | train last-100 mean | det. eval ({eval_episodes} ep) | "
         f"seeds eval ≥{SOLVED_RETURN:.0f} | env steps/s | {ref_note} |",
@@ -112,7 +115,8 @@ def write_report(out: Path, preset: str, steps: int, variants: list[str], paths:
         w.writeheader()
         w.writerows(rows)
     eval_eps = sorted({r["eval_episodes"] for r in runs})
-    table = markdown_table(rows, preset, steps, eval_eps[0] if len(eval_eps) == 1 else None)
+    table = markdown_table(rows, preset, steps, eval_eps[0] if len(eval_eps) == 1 else None,
+                           sorted({r["env_steps"] for r in runs}))
     (out / f"summary_{tag}.md").write_text(table + "\n")
     plot_curves(runs, variants, f"LunarLander-v3, preset {preset}, {steps:,} steps", out / f"curves_{tag}.png")
     return table

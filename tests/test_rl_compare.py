@@ -80,7 +80,7 @@ def test_report_aggregates_over_seeds_with_population_std(tmp_path):
     table = write_report(tmp_path, "ref", 500_000, ["hwnode-standard"], paths)
     assert ("| hwnode-standard | 6,343 | 0,1 | 245.0 ± 5.0 | 210.0 ± 20.0 | 1/2 | 5018 | 215.4 ± 13.3 |"
             in table)
-    assert "reference (PR, 500K, 3 seeds)" in table
+    assert "reference (PR, 500K, 3 seeds)" in table and "(501,760 env steps run" in table
     for name in ("summary_ref_500000.csv", "summary_ref_500000.md", "runs_ref_500000.csv", "curves_ref_500000.png"):
         assert (tmp_path / name).stat().st_size > 0, name
 
@@ -114,7 +114,7 @@ def test_killed_comparison_resumes_without_rerunning_finished_runs(tmp_path):
     assert (out / "curves_smoke_512.png").stat().st_size > 0
 
 
-def test_compare_refuses_to_mix_runs_evaluated_differently(tmp_path):
+def test_compare_refuses_mixed_evaluations_and_reports_without_running(tmp_path):
     from rl.compare import main
 
     path = run_path(tmp_path, "mlp-narrow", "smoke", 512, 0)
@@ -123,3 +123,8 @@ def test_compare_refuses_to_mix_runs_evaluated_differently(tmp_path):
     with pytest.raises(SystemExit, match="different number of episodes than 3"):
         main(["--variants", "mlp-narrow", "--seeds", "0", "--preset", "smoke", "--steps", "512",
               "--out", str(tmp_path)])
+    # --report-only starts no run: the missing seed 1 stays missing and the table shows seed 0 alone.
+    assert main(["--variants", "mlp-narrow", "--seeds", "0,1", "--preset", "smoke", "--steps", "512",
+                 "--eval-episodes", "100", "--out", str(tmp_path), "--report-only"]) == 0
+    assert not run_path(tmp_path, "mlp-narrow", "smoke", 512, 1).exists()
+    assert "| mlp-narrow | 6,343 | 0 |" in (tmp_path / "summary_smoke_512.md").read_text()
