@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -31,14 +32,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import keep_float_names
-from arch.mlp import MLP_REGISTRY
+from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_report, parse_layer_spec
 from data.loader import DistributedTokenLoader
 from data.shards import list_shards, load_tokens
 from eval.bpb import build_byte_luts, warn_unknown_targets
 from eval.plain import evaluate
 from optim.groups import build_optimizers
-from quant.int8 import pack_int8_zlib, unpack_int8_zlib
-from quant.size import budget_status, code_bytes, project_sources
+from quant.compress import set_zstd_level
+from quant.export import artifact_log_lines, gptq_targets, load_artifact, write_artifact
+from quant.gptq import collect_hessians
+from quant.qat import attach_qat, set_qat
+from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
+from quant.size import code_size, project_sources
 
 ROOT = Path(__file__).resolve().parent
 
@@ -86,6 +91,20 @@ KNOBS = [
     Knob("NUM_KV_HEADS", int, 4, "key/value heads (GQA)", cpu=2),
     Knob("MLP_MULT", float, 2.0, "MLP hidden width as a multiple of MODEL_DIM (floats allowed)"),
     Knob("MLP_KIND", str, "relu2", f"sublayer in the MLP slot: {', '.join(sorted(MLP_REGISTRY))}"),
+    Knob("MLP_KIND_LAYERS", str, "all", "layers that get MLP_KIND: 'all' or indices/ranges like '0,2,5-8'; the others keep relu2"),
+    Knob("HWNODE_STATE_DIM", int, 864, "hwnode: latent state size n (2dn + n^2 + 1 parameters)", cpu=216),
+    Knob("HWNODE_ORDER", int, 2, "hwnode: Taylor order K of the flow E = exp(dt A / sigma(A))"),
+    Knob("HWNODE_VIRTUAL_LAYERS", int, 0, "hwnode: 0 = V1 block W_out psi(E phi(W_in x)); L >= 1 = V2, one weight set applied L times"),
+    Knob("HWNODE_TERM_GATES", bool, False, "hwnode: learnable gates on the Taylor terms k >= 1"),
+    Knob("HWNODE_STATE_BIAS", bool, False, "hwnode: learnable bias added to the flowed state E z"),
+    Knob("WAVE_MODE", str, "modulation", "wave: interference (Z + Z') or modulation (Z * Z') of the causal prefix-norm waves"),
+    Knob("S5_STATE_DIM", int, 256, "s5, hyena_s5: state size P (P/2 stored complex states with S5_CONJ_SYM=1)"),
+    Knob("S5_BLOCKS", int, 16, "s5, hyena_s5: HiPPO-N blocks on the diagonal (block size S5_STATE_DIM/S5_BLOCKS)"),
+    Knob("S5_CONJ_SYM", bool, True, "s5, hyena_s5: store one state per conjugate pair and output 2 Re"),
+    Knob("S5_DT_MIN", float, 1e-3, "s5, hyena_s5: smallest initial step (log-uniform init of one step per state)"),
+    Knob("S5_DT_MAX", float, 1e-1, "s5, hyena_s5: largest initial step"),
+    Knob("S5_CLIP_EIGS", bool, True, "s5, hyena_s5: clip Re(Lambda) <= -1e-4 in the forward (stable at any length)"),
+    Knob("S5_SCAN", str, "auto", "s5, hyena_s5: auto (triton on CUDA when installed, else fft) | fft | triton"),
     Knob("TIE_EMBEDDINGS", bool, True, "share the input embedding with the output head"),
     Knob("ROPE_BASE", float, 10000.0, "RoPE base frequency"),
     Knob("LOGIT_SOFTCAP", float, 30.0, "logits = cap * tanh(logits / cap); must be > 0"),
@@ -109,6 +128,17 @@ KNOBS = [
     Knob("DEVICE", str, "auto", "auto | cuda | cpu"),
     Knob("COMPILE", bool, True, "torch.compile the model and Newton-Schulz", cpu=False),
     Knob("DTYPE", str, "bf16", "autocast compute dtype: bf16 | fp32 (weights stay fp32)", cpu="fp32"),
+    # Export, quantization-aware training, GPTQ (quant/)
+    Knob("EXPORT_SCHEMES", str, "int8+zlib", "artifacts to export and roundtrip-score, <scheme>+<compressor> list: schemes int8 int6 int5 int4 mixed, compressors zlib zstd lzma brotli ans (int8+zlib = the public format)"),
+    Knob("QUANT_MIX", str, DEFAULT_MIX, "bits per tensor-name substring for the `mixed` scheme (first match wins, * = rest, 16 = fp16)"),
+    Knob("QUANT_CLIP_SEARCH", bool, True, "per-row clip search (GPTQ-lite) for the non-public schemes"),
+    Knob("QUANT_FLOAT_MAX_NUMEL", int, 65_536, "non-public schemes keep float tensors with at most this many values as fp16", cpu=4096),
+    Knob("ZSTD_LEVEL", int, 22, "zstd compression level (1..22)"),
+    Knob("QAT_SCHEME", str, "", "fake-quantize linear weights to this scheme's precision late in training (empty: QAT off)"),
+    Knob("QAT_START_LR_SCALE", float, 0.15, "QAT turns on once the LR multiplier drops below this (> 1: from step 0)"),
+    Knob("GPTQ", bool, False, "Hessian-aware GPTQ for the non-public schemes, calibrated on training tokens"),
+    Knob("GPTQ_RESERVE_SECONDS", float, 10.0, "with GPTQ and a wall-clock cap: seconds of the cap kept for calibration (training stops earlier)"),
+    Knob("GPTQ_CALIB_TOKENS", int, 262_144, "training tokens used for GPTQ calibration (per rank; stops early at the reserve)", cpu=32_768),
 ]
 KNOB_BY_NAME = {k.name: k for k in KNOBS}
 
@@ -169,10 +199,30 @@ class Hyperparameters:
             raise KnobError(f"LOGIT_SOFTCAP={self.logit_softcap} must be > 0")
         if self.mlp_kind not in MLP_REGISTRY:
             raise KnobError(f"MLP_KIND={self.mlp_kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
+        try:
+            parse_layer_spec(self.mlp_kind_layers, self.num_layers)
+            MixerConfig.from_args(self).validate(self.mlp_kind)
+        except ValueError as e:
+            raise KnobError(str(e)) from None
         if self.dtype not in ("bf16", "fp32"):
             raise KnobError(f"DTYPE={self.dtype!r} must be bf16 or fp32")
         if self.vocab_size > 65_536:
             raise KnobError(f"VOCAB_SIZE={self.vocab_size} does not fit the uint16 shard format (max 65536)")
+        try:
+            self.export_specs, self.mix = parse_export_specs(self.export_schemes), parse_mix(self.quant_mix)
+            set_zstd_level(self.zstd_level)
+        except ValueError as e:
+            raise KnobError(str(e)) from None
+        if self.qat_scheme and self.qat_scheme not in (*UNIFORM_SCHEMES, "mixed"):
+            raise KnobError(f"QAT_SCHEME={self.qat_scheme!r} must be empty or one of {[*UNIFORM_SCHEMES, 'mixed']}")
+        if self.gptq and 0 < self.max_wallclock_seconds <= self.gptq_reserve_seconds:
+            raise KnobError(f"GPTQ_RESERVE_SECONDS={self.gptq_reserve_seconds} leaves no training time under "
+                            f"MAX_WALLCLOCK_SECONDS={self.max_wallclock_seconds}")
+
+    @property
+    def train_seconds(self) -> float:
+        """The training part of the wall-clock cap: GPTQ calibration's reserve comes out of it."""
+        return self.max_wallclock_seconds - (self.gptq_reserve_seconds if self.gptq else 0.0)
 
     @property
     def train_files(self) -> str:
@@ -204,7 +254,8 @@ def build_model(args: Hyperparameters) -> GPT:
         vocab_size=args.vocab_size, num_layers=args.num_layers, model_dim=args.model_dim, num_heads=args.num_heads,
         num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
         tied_embed_init_std=args.tied_embed_init_std, logit_softcap=args.logit_softcap, rope_base=args.rope_base,
-        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind,
+        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=args.mlp_kind_layers,
+        mixer_config=MixerConfig.from_args(args),
     )
 
 
@@ -212,11 +263,11 @@ def lr_multiplier(args: Hyperparameters, step: int, elapsed_ms: float) -> float:
     """Warmdown to 0 over the last WARMDOWN_ITERS steps, measured in wall-clock time when there is a cap."""
     if args.warmdown_iters <= 0:
         return 1.0
-    if args.max_wallclock_seconds <= 0:
+    if args.train_seconds <= 0:
         start = max(args.iterations - args.warmdown_iters, 0)
         return max((args.iterations - step) / args.warmdown_iters, 0.0) if step >= start else 1.0
     warmdown_ms = args.warmdown_iters * elapsed_ms / max(step, 1)
-    remaining_ms = max(1000.0 * args.max_wallclock_seconds - elapsed_ms, 0.0)
+    remaining_ms = max(1000.0 * args.train_seconds - elapsed_ms, 0.0)
     return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
 
 
@@ -299,6 +350,7 @@ def main() -> None:
             print(msg, file=f)
 
     log0(args.preset_line())
+    log0("knobs_from_env:" + " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in sorted(args.from_env)))  # records/ rebuilds the run command
     resolve_data(args, log0)
 
     # -----------------------------
@@ -337,6 +389,10 @@ def main() -> None:
     # MODEL + OPTIMIZERS
     # -----------------------------
     base_model = build_model(args).to(device)
+    keep_float = CONTROL_TENSOR_NAME_PATTERNS + tuple(sorted(keep_float_names(base_model)))
+    if args.qat_scheme:  # armed before compile; switched on late in training
+        n_qat = attach_qat(base_model, args.qat_scheme, args.mix, keep_float, args.quant_float_max_numel)
+        log0(f"qat:armed scheme:{args.qat_scheme} layers:{n_qat} start_lr_scale:{args.qat_start_lr_scale}")
     optimizers, muon = build_optimizers(base_model, args)
     if args.compile:
         muon.orthogonalize = torch.compile(muon.orthogonalize)
@@ -361,6 +417,7 @@ def main() -> None:
         return res
 
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} mlp_kind:{args.mlp_kind}")
+    log0(mixer_report(base_model, args.mlp_kind, base_model.mlp_kind_layers, args.model_dim, args.mlp_mult, MixerConfig.from_args(args)))
     log0(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device} "
          f"backend:{dist.get_backend() if distributed else 'none'} compile:{int(args.compile)} dtype:{args.dtype}")
     log0(f"attention_mode:gqa num_heads:{args.num_heads} num_kv_heads:{args.num_kv_heads}")
@@ -371,7 +428,6 @@ def main() -> None:
     log0(f"seed:{args.seed}")
     # The code that ran goes into the log (file only), like the baseline's snapshot.
     sources = project_sources(ROOT, Path(__file__))
-    n_code = code_bytes(sources)
     if master:
         log0("code_snapshot:" + ",".join(str(p.relative_to(ROOT)) for p in sources))
         with open(logfile, "a", encoding="utf-8") as f:
@@ -424,7 +480,8 @@ def main() -> None:
     # -----------------------------
     # TRAINING LOOP
     # -----------------------------
-    max_ms = 1000.0 * args.max_wallclock_seconds if args.max_wallclock_seconds > 0 else None
+    max_ms = 1000.0 * args.train_seconds if args.max_wallclock_seconds > 0 else None
+    qat_on = False
     training_ms = 0.0
     stop_after: int | None = None
     sync()
@@ -448,6 +505,10 @@ def main() -> None:
             break
 
         scale = lr_multiplier(args, step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        if args.qat_scheme and not qat_on and scale < args.qat_start_lr_scale:
+            set_qat(base_model, True)
+            qat_on = True
+            log0(f"qat:on step:{step} lr_scale:{scale:.4f}")
         zero_grad_all()
         train_loss = train_step()
         frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps > 0 else 1.0
@@ -485,32 +546,58 @@ def main() -> None:
              f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
 
     # -----------------------------
+    # GPTQ CALIBRATION (inside the wall-clock cap: training stopped GPTQ_RESERVE_SECONDS early)
+    # -----------------------------
+    hessians = None
+    if args.gptq:
+        t_gptq = time.perf_counter()
+        calib = (train_loader.next_batch(args.train_batch_tokens, args.train_seq_len, grad_accum_steps) for _ in iter(int, 1))
+        targets = gptq_targets(base_model.state_dict(), args.export_specs, args.mix, keep_float, args.quant_float_max_numel)
+        hessians, calib_tokens = collect_hessians(base_model, targets, calib, t_gptq + args.gptq_reserve_seconds,
+                                                  args.gptq_calib_tokens, autocast)
+        for h in hessians.values() if distributed else ():  # every rank calibrated on its own training span
+            h_dev = h.to(device)
+            dist.all_reduce(h_dev, op=dist.ReduceOp.AVG)
+            h.copy_(h_dev.cpu())
+        sync()
+        gptq_ms = 1000.0 * (time.perf_counter() - t_gptq)
+        log0(f"gptq:reserve {args.gptq_reserve_seconds:.1f}s collected {len(hessians)} Hessians from {calib_tokens} "
+             f"training tokens in {gptq_ms:.0f}ms; train+calibration:{training_ms + gptq_ms:.0f}ms")
+        if max_ms is not None and gptq_ms > 1000.0 * args.gptq_reserve_seconds:
+            log0(f"WARNING: GPTQ calibration took {gptq_ms:.0f}ms, more than its {args.gptq_reserve_seconds}s reserve; "
+                 "raise GPTQ_RESERVE_SECONDS or lower GPTQ_CALIB_TOKENS")
+
+    # -----------------------------
     # EXPORT + ROUNDTRIP VALIDATION
     # -----------------------------
+    set_qat(base_model, False)  # the roundtrip scores the artifact's weights as they are
     out_dir = Path(args.output_dir)
-    raw_path, artifact_path = out_dir / "final_model.pt", out_dir / "final_model.int8.ptz"
+    raw_path = out_dir / "final_model.pt"
     if master:
         torch.save(base_model.state_dict(), raw_path)
         log0(f"Serialized model: {raw_path.stat().st_size} bytes path:{raw_path}")
-        log0(f"Code size: {n_code} bytes ({len(sources)} files: train_gpt.py and the project modules it imports)")
-        blob = pack_int8_zlib(base_model.state_dict(), keep_fp32=CONTROL_TENSOR_NAME_PATTERNS + tuple(keep_float_names(base_model)))
-        artifact_path.write_bytes(blob)
-        total = artifact_path.stat().st_size + n_code
-        log0(f"Serialized model int8+zlib: {artifact_path.stat().st_size} bytes path:{artifact_path}")
-        log0(f"Total submission size int8+zlib: {total} bytes")
-        log0(f"budget:{budget_status(total)}")
+        code = code_size(ROOT, Path(__file__))
+        log0(f"Code size: {code.nbytes} bytes ({code.method})")
+        for spec in args.export_specs:
+            t_export = time.perf_counter()
+            art = write_artifact(base_model.state_dict(), spec, out_dir, args.mix, keep_float, args.quant_clip_search,
+                                 hessians, args.quant_float_max_numel)
+            for line, console in artifact_log_lines(art, code.nbytes, time.perf_counter() - t_export):
+                log0(line, console=console)
     if distributed:
         dist.barrier()
-    base_model.load_state_dict(unpack_int8_zlib(artifact_path.read_bytes()), strict=True)
-    sync()
-    t_eval = time.perf_counter()
-    res = validate()
-    sync()
-    warn_unknown_targets(res.unk_targets, res.targets_total, log=log0)
-    log0(res.coverage_line)
-    log0(f"final_int8_zlib_roundtrip val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
-         f"eval_time:{1000.0 * (time.perf_counter() - t_eval):.0f}ms")
-    log0(f"final_int8_zlib_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
+    for i, spec in enumerate(args.export_specs):
+        base_model.load_state_dict(load_artifact(out_dir / spec.filename), strict=True)
+        sync()
+        t_eval = time.perf_counter()
+        res = validate()
+        sync()
+        if i == 0:
+            warn_unknown_targets(res.unk_targets, res.targets_total, log=log0)
+        log0(res.coverage_line)
+        log0(f"{spec.metric_name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
+             f"eval_time:{1000.0 * (time.perf_counter() - t_eval):.0f}ms")
+        log0(f"{spec.metric_name}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
     if distributed:
         dist.destroy_process_group()
 

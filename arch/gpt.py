@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arch.layers import CastedLinear, RMSNorm, zero_init
-from arch.mlp import build_mlp
+from arch.mlp import MixerConfig, build_mlp, parse_layer_spec
 
 # Small per-channel gains: kept fp32, trained by Adam, never quantized (names as in the public baseline).
 CONTROL_TENSOR_NAME_PATTERNS = (
@@ -95,6 +95,7 @@ class GPT(nn.Module):
         self, vocab_size: int, num_layers: int, model_dim: int, num_heads: int, num_kv_heads: int,
         mlp_mult: float, tie_embeddings: bool, tied_embed_init_std: float, logit_softcap: float,
         rope_base: float, qk_gain_init: float, mlp_kind: str = "relu2",
+        mlp_kind_layers: str = "all", mixer_config: MixerConfig | None = None,
     ):
         super().__init__()
         if logit_softcap <= 0.0:
@@ -105,9 +106,13 @@ class GPT(nn.Module):
         self.num_encoder_layers = num_layers // 2
         self.num_decoder_layers = num_layers - self.num_encoder_layers
         self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), model_dim))
+        # MLP_KIND goes to the layers MLP_KIND_LAYERS names; the others keep the relu2 baseline.
+        self.mlp_kind_layers = parse_layer_spec(mlp_kind_layers, num_layers)
         self.blocks = nn.ModuleList(
-            Block(model_dim, num_heads, num_kv_heads, build_mlp(mlp_kind, model_dim, mlp_mult), rope_base, qk_gain_init)
-            for _ in range(num_layers)
+            Block(model_dim, num_heads, num_kv_heads,
+                  build_mlp(mlp_kind if i in self.mlp_kind_layers else "relu2", model_dim, mlp_mult, mixer_config),
+                  rope_base, qk_gain_init)
+            for i in range(num_layers)
         )
         self.final_norm = RMSNorm()
         self.lm_head = None if tie_embeddings else zero_init(CastedLinear(model_dim, vocab_size, bias=False))

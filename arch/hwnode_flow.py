@@ -40,3 +40,12 @@ def taylor_flow_matrix(M: Tensor, order: int, term_gates: Tensor | None = None) 
 def taylor_remainder_bound(norm: float, order: int) -> float:
     """Upper bound on ||exp(M) - P_K(M)|| for ||M|| = norm."""
     return norm ** (order + 1) / math.factorial(order + 1) * math.exp(norm)
+
+
+@torch.no_grad()
+def top_singular_pair(A: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact leading left/right singular vectors (u, v) of A in fp32, so that u^T A v = sigma_max(A).
+    Used to (re)start the power iteration whenever A jumps (init, loading an artifact), instead of
+    trusting one power step from a stale or random vector."""
+    U, _, Vh = torch.linalg.svd(A.float())
+    return U[:, 0].contiguous(), Vh[0].contiguous()

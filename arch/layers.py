@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quant.qat import qat_weight
+
 
 class RMSNorm(nn.Module):
     def __init__(self, eps: float | None = None):
@@ -16,11 +18,16 @@ class RMSNorm(nn.Module):
 
 
 class CastedLinear(nn.Linear):
-    """Weights stay fp32 for the optimizer; the matmul runs in the activation dtype (bf16 under autocast)."""
+    """Weights stay fp32 for the optimizer; the matmul runs in the activation dtype (bf16 under autocast).
+    With QAT armed (quant.qat.attach_qat sets `qat_bits` and a `qat_gate` buffer) the weight is fake-quantized
+    to its export precision whenever the gate is 1."""
+
+    qat_bits = 0  # 0: QAT not armed on this layer; fixed before torch.compile traces the forward
 
     def forward(self, x: Tensor) -> Tensor:
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        w = qat_weight(self.weight, self.qat_bits, self.qat_gate) if self.qat_bits else self.weight
+        return F.linear(x, w.to(x.dtype), bias)
 
 
 def zero_init(linear: nn.Linear) -> nn.Linear:

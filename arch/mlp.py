@@ -1,15 +1,34 @@
-"""MLP-slot mixers and the MLP_KIND registry. Every kind maps (B, T, D) -> (B, T, D).
+"""MLP-slot mixers and the MLP_KIND registry. Every kind maps (B, T, D) -> (B, T, D) causally.
 
 A mixer can steer the optimizer and the exporter through attributes on its parameters:
 `param._optim_group = "adam"` keeps a matrix away from Muon, and `param._keep_float = True`
 keeps a tensor unquantized in the artifact.
+
+Kinds: relu2 (baseline), swiglu / glu (three matrices, hidden = MLP_MULT * d), hwnode (arch/hwnode.py),
+wave (arch/wave.py), s5 and hyena_s5 (arch/s5.py). `MixerConfig` carries their knobs; `mixer_param_count`
+is the closed-form parameter count of one sublayer (MIXERS.md 5.1), checked against the built module.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from arch.hwnode import HWNodeMixer, hwnode_param_count
 from arch.layers import CastedLinear, zero_init
+from arch.kernels import HAVE_TRITON
+from arch.s5 import S5_SCANS, HyenaS5Mixer, S5Mixer, hyena_s5_param_count, s5_param_count
+from arch.wave import WAVE_MODES, CausalWaveMixer, wave_param_count
+
+
+def hidden_width(dim: int, mult: float) -> int:
+    hidden = int(round(mult * dim))
+    if hidden <= 0:
+        raise ValueError(f"MLP_MULT={mult} gives a hidden width of {hidden} at MODEL_DIM={dim}; raise MLP_MULT")
+    return hidden
 
 
 class ReluSquaredMLP(nn.Module):
@@ -17,7 +36,7 @@ class ReluSquaredMLP(nn.Module):
 
     def __init__(self, dim: int, mlp_mult: float):
         super().__init__()
-        hidden = int(round(mlp_mult * dim))
+        hidden = hidden_width(dim, mlp_mult)
         self.fc = CastedLinear(dim, hidden, bias=False)
         self.proj = zero_init(CastedLinear(hidden, dim, bias=False))
 
@@ -25,12 +44,138 @@ class ReluSquaredMLP(nn.Module):
         return self.proj(torch.relu(self.fc(x)).square())
 
 
-MLP_REGISTRY: dict[str, type[nn.Module]] = {
-    "relu2": ReluSquaredMLP,
+class GatedMLP(nn.Module):
+    """(act(x W_g) * x W_u) W_d with act = silu (SwiGLU) or sigmoid (GLU); e = MLP_MULT = hidden / d.
+    Costs 3 d h, so e = 8/3 matches a 4x relu2 MLP. W_d starts at zero: its input is non-zero at init."""
+
+    def __init__(self, dim: int, mlp_mult: float, activation: Callable[[Tensor], Tensor]):
+        super().__init__()
+        hidden = hidden_width(dim, mlp_mult)
+        self.gate = CastedLinear(dim, hidden, bias=False)
+        self.up = CastedLinear(dim, hidden, bias=False)
+        self.proj = zero_init(CastedLinear(hidden, dim, bias=False))
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.activation(self.gate(x)) * self.up(x))
+
+
+@dataclass(frozen=True)
+class MixerConfig:
+    """Knobs of the non-baseline mixers (train_gpt.py: HWNODE_*, WAVE_*, S5_*); defaults per MIXERS.md."""
+
+    hwnode_state_dim: int = 864
+    hwnode_order: int = 2
+    hwnode_virtual_layers: int = 0
+    hwnode_term_gates: bool = False
+    hwnode_state_bias: bool = False
+    wave_mode: str = "modulation"
+    s5_state_dim: int = 256
+    s5_blocks: int = 16
+    s5_conj_sym: bool = True
+    s5_dt_min: float = 1e-3
+    s5_dt_max: float = 1e-1
+    s5_clip_eigs: bool = True
+    s5_scan: str = "auto"
+
+    @classmethod
+    def from_args(cls, args) -> "MixerConfig":
+        """From any object with the lowercase knob attributes (train_gpt.Hyperparameters)."""
+        return cls(**{f: getattr(args, f) for f in cls.__dataclass_fields__})
+
+    def s5_kwargs(self) -> dict:
+        return dict(P=self.s5_state_dim, blocks=self.s5_blocks, conj_sym=self.s5_conj_sym, dt_min=self.s5_dt_min,
+                    dt_max=self.s5_dt_max, clip_eigs=self.s5_clip_eigs, scan=self.s5_scan)
+
+    def validate(self, kind: str) -> None:
+        """Raise ValueError naming the knob when a knob of `kind` is out of range."""
+        problems = []
+        if kind == "hwnode":
+            if self.hwnode_state_dim <= 0:
+                problems.append(f"HWNODE_STATE_DIM={self.hwnode_state_dim} must be positive")
+            if self.hwnode_order < 1:
+                problems.append(f"HWNODE_ORDER={self.hwnode_order} must be >= 1")
+            if self.hwnode_virtual_layers < 0:
+                problems.append(f"HWNODE_VIRTUAL_LAYERS={self.hwnode_virtual_layers} must be >= 0 (0: the V1 block)")
+        if kind == "wave" and self.wave_mode not in WAVE_MODES:
+            problems.append(f"WAVE_MODE={self.wave_mode!r} must be one of {', '.join(WAVE_MODES)}")
+        if kind in ("s5", "hyena_s5"):
+            P, J = self.s5_state_dim, self.s5_blocks
+            if P <= 0 or J <= 0 or P % J:
+                problems.append(f"S5_STATE_DIM={P} must be a positive multiple of S5_BLOCKS={J}")
+            elif self.s5_conj_sym and (P // J) % 2:
+                problems.append(f"S5_CONJ_SYM=1 needs an even block size S5_STATE_DIM/S5_BLOCKS, got {P // J}")
+            if not 0 < self.s5_dt_min < self.s5_dt_max:
+                problems.append(f"need 0 < S5_DT_MIN < S5_DT_MAX, got {self.s5_dt_min}, {self.s5_dt_max}")
+            if self.s5_scan not in S5_SCANS:
+                problems.append(f"S5_SCAN={self.s5_scan!r} must be one of {', '.join(S5_SCANS)}")
+            elif self.s5_scan == "triton" and not HAVE_TRITON:
+                problems.append("S5_SCAN=triton but triton is not installed (pip install triton, or S5_SCAN=fft)")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+MLP_REGISTRY: dict[str, Callable[[int, float, MixerConfig], nn.Module]] = {
+    "relu2": lambda d, m, c: ReluSquaredMLP(d, m),
+    "swiglu": lambda d, m, c: GatedMLP(d, m, F.silu),
+    "glu": lambda d, m, c: GatedMLP(d, m, torch.sigmoid),
+    "hwnode": lambda d, m, c: HWNodeMixer(d, c.hwnode_state_dim, c.hwnode_order, c.hwnode_virtual_layers,
+                                          c.hwnode_term_gates, c.hwnode_state_bias),
+    "wave": lambda d, m, c: CausalWaveMixer(d, c.wave_mode),
+    "s5": lambda d, m, c: S5Mixer(d, **c.s5_kwargs()),
+    "hyena_s5": lambda d, m, c: HyenaS5Mixer(d, **c.s5_kwargs()),
 }
 
 
-def build_mlp(kind: str, dim: int, mlp_mult: float) -> nn.Module:
+def build_mlp(kind: str, dim: int, mlp_mult: float, config: MixerConfig | None = None) -> nn.Module:
     if kind not in MLP_REGISTRY:
         raise ValueError(f"MLP_KIND={kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
-    return MLP_REGISTRY[kind](dim, mlp_mult)
+    return MLP_REGISTRY[kind](dim, mlp_mult, config or MixerConfig())
+
+
+def mixer_param_count(kind: str, dim: int, mlp_mult: float, config: MixerConfig | None = None) -> int:
+    """Closed-form parameter count of one MLP-slot sublayer (MIXERS.md 5.1)."""
+    c = config or MixerConfig()
+    if kind == "relu2":
+        return 2 * dim * hidden_width(dim, mlp_mult)
+    if kind in ("swiglu", "glu"):
+        return 3 * dim * hidden_width(dim, mlp_mult)
+    if kind == "hwnode":
+        return hwnode_param_count(dim, c.hwnode_state_dim, c.hwnode_order, c.hwnode_term_gates, c.hwnode_state_bias)
+    if kind == "wave":
+        return wave_param_count(dim)
+    if kind == "s5":
+        return s5_param_count(dim, c.s5_state_dim, c.s5_conj_sym)
+    if kind == "hyena_s5":
+        return hyena_s5_param_count(dim, c.s5_state_dim, c.s5_conj_sym)
+    raise ValueError(f"MLP_KIND={kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
+
+
+def parse_layer_spec(spec: str, num_layers: int) -> list[int]:
+    """MLP_KIND_LAYERS: 'all', or comma-separated layer indices and inclusive ranges ('0,2,5-8')."""
+    if spec.strip().lower() == "all":
+        return list(range(num_layers))
+    layers: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            lo, _, hi = part.partition("-")
+            layers.update(range(int(lo), int(hi if hi else lo) + 1))
+    except ValueError:
+        raise ValueError(f"MLP_KIND_LAYERS={spec!r} must be 'all' or indices/ranges like '0,2,5-8'") from None
+    bad = sorted(i for i in layers if not 0 <= i < num_layers)
+    if not layers or bad:
+        raise ValueError(f"MLP_KIND_LAYERS={spec!r} must name layers in 0..{num_layers - 1} (NUM_LAYERS={num_layers})"
+                         + (f"; out of range: {bad}" if bad else "; it names none"))
+    return sorted(layers)
+
+
+def mixer_report(model: nn.Module, kind: str, layers: list[int], dim: int, mlp_mult: float, config: MixerConfig) -> str:
+    """The startup log line: the sublayer's parameters, measured and by formula (they must agree)."""
+    measured = sum(p.numel() for p in model.blocks[layers[0]].mlp.parameters())
+    formula = mixer_param_count(kind, dim, mlp_mult, config)
+    if measured != formula:
+        raise RuntimeError(f"mixer {kind}: {measured} parameters per layer, formula says {formula}")
+    rest = [i for i in range(len(model.blocks)) if i not in layers]
+    rest_part = f" relu2_layers:{','.join(map(str, rest))} relu2_params_per_layer:{mixer_param_count('relu2', dim, mlp_mult)}" if rest else ""
+    return (f"mixer_params kind:{kind} layers:{','.join(map(str, layers))} params_per_layer:{measured} "
+            f"formula:{formula} total:{measured * len(layers)}" + rest_part)

@@ -231,8 +231,8 @@ def check_tokenizer(sp, vocab_size: int | None = None, require_byte_fallback: bo
     sid = int(sp.piece_to_id(SPACE_PIECE))
     if sid == int(sp.unk_id()) or sp.id_to_piece(sid) != SPACE_PIECE:
         problems.append(
-            f"no standalone {SPACE_PIECE!r} (U+2581) piece: spaces would be encoded as 3 byte-fallback tokens and "
-            "val_bpb would be over-counted in bytes (issue #897); retrain with required_chars='\u2581'"
+            f"no standalone {SPACE_PIECE!r} (U+2581) piece: a space would be encoded as 3 byte-fallback tokens, "
+            "over-counting bytes so that val_bpb comes out ~20% too low (issue #897); retrain with required_chars='\u2581'"
         )
     if require_byte_fallback:
         n_bytes = sum(1 for i in range(n) if sp.is_byte(i))
@@ -327,7 +327,7 @@ def train_sentencepiece(
         print(
             f"[export] warning: {counter['too_long']} of {counter['docs']} training documents are longer than "
             f"max_sentence_length={max_len} bytes and were ignored by SentencePiece (pass max_sentence_length=... "
-            "to include them; the challenge kept the default)",
+            "or --max-sentence-length to include them; the challenge kept the default)",
             file=sys.stderr,
         )
     check_tokenizer(sp, require_byte_fallback=bool(options.get("byte_fallback", True)))
@@ -459,9 +459,11 @@ def export_dataset(
     bos_id, eos_id = int(sp.bos_id()), int(sp.eos_id())
     threads = int(num_threads or os.cpu_count() or 1)
 
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".export-staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
+    ok = False
     try:
         writers = {"val": _SplitWriter(staging, "val", shard_tokens), "train": _SplitWriter(staging, "train", shard_tokens)}
         counts = {"val": 0, "train": 0}
@@ -555,10 +557,13 @@ def export_dataset(
         # Commit: drop the old export (only reached with overwrite=True), move the new files in.
         for old in _existing_outputs(out_dir):
             old.unlink()
-        for name in writers["val"].files + writers["train"].files + ["manifest.json"]:
-            os.replace(staging / name, out_dir / name)
+        for fname in writers["val"].files + writers["train"].files + ["manifest.json"]:
+            os.replace(staging / fname, out_dir / fname)
+        ok = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not ok and not any(out_dir.iterdir()):
+            out_dir.rmdir()
     return manifest
 
 
@@ -587,6 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--txt-split", choices=TXT_SPLITS, default="blank",
                    help=".txt inputs: documents separated by blank lines (default), one per line, or one per file")
     p.add_argument("--tokenizer-train-docs", type=int, default=None, help="train the tokenizer on at most the first N train documents")
+    p.add_argument("--max-sentence-length", type=int, default=None,
+                   help=f"SentencePiece ignores training documents longer than this many bytes (default {SP_MAX_SENTENCE_LENGTH}, as in the challenge)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export (and trained tokenizer) in OUT")
     return p
 
@@ -621,7 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--vocab-size {args.vocab_size} exceeds {MAX_VOCAB} (uint16 shards)")
             t1 = time.time()
             train_docs = DocumentSource(args.input, args.text_field, args.txt_split, skip=val_docs, limit=args.tokenizer_train_docs)
-            train_sentencepiece(train_docs, args.vocab_size, tok_path)
+            extra = {} if args.max_sentence_length is None else {"max_sentence_length": args.max_sentence_length}
+            train_sentencepiece(train_docs, args.vocab_size, tok_path, **extra)
             print(f"[export] trained {tok_path} in {time.time() - t1:.1f}s", flush=True)
 
         def progress(msg: str, _last=[time.time()]) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from data.shards import list_shards, read_shard
+from data.shards import list_shards, read_header, read_shard
 
 
 class TokenStream:
@@ -11,6 +11,8 @@ class TokenStream:
 
     def __init__(self, pattern: str):
         self.files = list_shards(pattern)
+        if all(read_header(f) == 0 for f in self.files):
+            raise ValueError(f"every shard matching {pattern!r} is empty; re-export the training split")
         self.file_idx = 0
         self.tokens = torch.from_numpy(read_shard(self.files[0]).astype("int64"))
         self.pos = 0

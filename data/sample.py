@@ -27,6 +27,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,9 @@ def stdlib_sources(stdlib: str | os.PathLike | None = None) -> list[Path]:
 def module_document(path: Path) -> str:
     """One module's docstrings joined by blank lines ('' if it has none or does not parse)."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        with warnings.catch_warnings():  # e.g. SyntaxWarning for invalid escapes in old sources
+            warnings.simplefilter("ignore")
+            tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError, OSError):
         return ""
     return "\n\n".join(_docstrings(tree))
@@ -222,6 +225,8 @@ def ensure_sample_dataset(cache_dir: str | os.PathLike | None = None, vocab_size
             return _dataset(folder, vocab_size, built=False)
         if folder.exists():  # an incomplete folder (no marker) can only come from outside; rebuild it
             shutil.rmtree(folder)
+        for stale in root.glob(f".{folder.name}.tmp-*"):  # left by a build that was killed; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
         print(f"[sample] building the offline sample dataset in {folder} (once)", file=sys.stderr, flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=root))
         try:

@@ -29,6 +29,8 @@ def write_shard(path: str | os.PathLike, tokens) -> int:
     arr = np.asarray(tokens)
     if arr.ndim != 1:
         raise ValueError(f"shard tokens must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"shard tokens must be integer ids, got dtype {arr.dtype}")
     if arr.size > MAX_SHARD_TOKENS:
         raise ValueError(f"shard of {arr.size} tokens exceeds the format's limit of {MAX_SHARD_TOKENS}")
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= MAX_VOCAB):

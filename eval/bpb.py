@@ -34,6 +34,13 @@ class ByteLuts:
 def build_byte_luts(sp, vocab_size: int, device="cpu") -> ByteLuts:
     """Lookup tables sized max(tokenizer vocab, model vocab); ids past the tokenizer are 0-byte boundaries."""
     sp_vocab = int(sp.vocab_size())
+    if int(sp.piece_to_id(SPACE_MARK)) == int(sp.unk_id()):
+        # Challenge issue #897: without a standalone "▁" a space is spelled with byte-fallback pieces that
+        # the byte rules charge separately, over-counting bytes and flattering bpb by ~20%.
+        raise ValueError(
+            "tokenizer has no standalone '\u2581' piece, so its spaces cannot be byte-counted correctly; "
+            "retrain it with python -m data.export (which guarantees the piece)"
+        )
     size = max(sp_vocab, vocab_size)
     base = np.zeros(size, dtype=np.int16)
     lead = np.zeros(size, dtype=np.bool_)

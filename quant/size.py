@@ -1,35 +1,74 @@
 """What counts against the 16,000,000-byte (decimal) cap: code bytes plus compressed model bytes.
 
-Until a record is packed into one file, the code that ships is train_gpt.py plus every project module it
-imported, so we count all of those sources rather than train_gpt.py alone.
+This module is the one place that computes code bytes. A record ships ONE train_gpt.py: the trainer plus
+every project module it can import, packed and compressed by records/ (records/bundle.py), so `code_size`
+counts the bytes of that packed file, not of train_gpt.py alone. Inside a packed train_gpt.py (this module's
+source is then embedded, not on disk) the running file itself is what ships. Another measure can be swapped
+in with `set_code_counter`; everything that logs or checks a total goes through `code_size`.
 """
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 BYTE_BUDGET = 16_000_000
+_PACKED = not Path(__file__).is_file()  # records/bundle.py gives embedded modules a '<packed>/...' __file__
+
+
+@dataclass(frozen=True)
+class CodeSize:
+    nbytes: int
+    files: list[Path]
+    method: str  # how nbytes was obtained, for the log line
 
 
 def project_sources(root: Path, entry: Path) -> list[Path]:
-    """The entry script followed by every imported module that lives under `root` (sorted, tests excluded)."""
-    root = root.resolve()
-    found = set()
-    for module in list(sys.modules.values()):
-        f = getattr(module, "__file__", None)
-        if not f:
-            continue
-        p = Path(f).resolve()
-        if p.suffix == ".py" and p.is_relative_to(root) and "tests" not in p.relative_to(root).parts and p != entry.resolve():
-            found.add(p)
-    return [entry.resolve()] + sorted(found)
+    """The entry script followed by every project module that ships with it (sorted; tests/ and records/ excluded)."""
+    if _PACKED:
+        return [entry.resolve()]
+    from records.bundle import shipped_sources  # tooling, never packed itself
+
+    return shipped_sources(root, entry)
 
 
 def code_bytes(paths: list[Path]) -> int:
-    return sum(p.stat().st_size for p in paths)
+    """Bytes of the single train_gpt.py a record ships for these sources (entry first)."""
+    if _PACKED:
+        return sum(p.stat().st_size for p in paths)
+    from records.bundle import packed_size
+
+    return packed_size(paths)
+
+
+def _packed_file(root: Path, entry: Path) -> CodeSize:
+    files = project_sources(root, entry)
+    how = "the running packed train_gpt.py" if _PACKED else f"train_gpt.py and {len(files) - 1} project modules packed into one file"
+    return CodeSize(code_bytes(files), files, how)
+
+
+_code_counter: Callable[[Path, Path], CodeSize] = _packed_file
+
+
+def set_code_counter(counter: Callable[[Path, Path], CodeSize] | None) -> None:
+    """Replace how code bytes are measured (None restores the packed file's size)."""
+    global _code_counter
+    _code_counter = counter or _packed_file
+
+
+def code_size(root: Path, entry: Path) -> CodeSize:
+    """Code bytes a record of this run would ship. Call it after every module the run uses is imported."""
+    return _code_counter(Path(root), Path(entry))
 
 
 def budget_status(total_bytes: int) -> str:
     if total_bytes <= BYTE_BUDGET:
         return f"under budget by {BYTE_BUDGET - total_bytes} bytes"
     return f"WARNING: OVER the {BYTE_BUDGET}-byte budget by {total_bytes - BYTE_BUDGET} bytes; this cannot be a submission"
+
+
+def check_budget(total_bytes: int, label: str) -> None:
+    """For tools that must refuse an over-budget artifact (the record tool): raise instead of warn."""
+    if total_bytes > BYTE_BUDGET:
+        raise ValueError(f"{label}: total {total_bytes} bytes is over the {BYTE_BUDGET}-byte budget by "
+                         f"{total_bytes - BYTE_BUDGET}; shrink the model or use a smaller export scheme")

@@ -138,3 +138,15 @@ def test_evaluate_exact_regardless_of_windowing(tiny_sp, seq_len, batch, world):
     assert total.targets == tokens.numel() - 1
     loss, bpb = expected_unigram(tokens, luts)
     assert total.result()[0] == pytest.approx(loss, rel=1e-12) and total.result()[1] == pytest.approx(bpb, rel=1e-12)
+
+
+def test_tokenizer_without_space_piece_is_refused(tiny_sp):
+    class NoSpace:
+        def __getattr__(self, name):
+            return getattr(tiny_sp, name)
+
+        def piece_to_id(self, piece):
+            return tiny_sp.unk_id() if piece == "\u2581" else tiny_sp.piece_to_id(piece)
+
+    with pytest.raises(ValueError, match="standalone"):
+        build_byte_luts(NoSpace(), 512)

@@ -9,7 +9,6 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sentencepiece as spm
 
@@ -143,4 +142,27 @@ def test_incomplete_folder_is_rebuilt(tmp_path, monkeypatch):
     (leftover / "fineweb_train_000000.bin").write_bytes(b"junk")
     ds = sample.ensure_sample_dataset(cache_dir=tmp_path, vocab_size=64)
     assert ds.built and len(calls) == 1 and not (leftover / "fineweb_train_000000.bin").exists()
-    assert np.array_equal(sorted(p.name for p in leftover.iterdir()), [sample.MARKER])
+    assert [p.name for p in leftover.iterdir()] == [sample.MARKER]
+
+
+def test_leftover_temp_build_is_cleaned(tmp_path, monkeypatch):
+    def fake_build(folder, vocab_size, name):
+        (folder / sample.MARKER).write_text(json.dumps({"vocab_size": vocab_size}))
+        return {"docs_train": 0, "tokens_train": 0, "docs_val": 0, "tokens_val": 0, "seconds": {"total": 0}}
+
+    monkeypatch.setattr(sample, "_build", fake_build)
+    crashed = tmp_path / f".{sample.sample_dir_name(64)}.tmp-dead"
+    crashed.mkdir()
+    sample.ensure_sample_dataset(cache_dir=tmp_path, vocab_size=64)
+    assert not crashed.exists()
+
+
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    def broken_build(folder, vocab_size, name):
+        (folder / "partial.bin").write_bytes(b"x")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sample, "_build", broken_build)
+    with pytest.raises(RuntimeError, match="boom"):
+        sample.ensure_sample_dataset(cache_dir=tmp_path, vocab_size=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{sample.sample_dir_name(64)}.lock"]

@@ -186,3 +186,16 @@ def test_one_rank_x8_equals_two_ranks_x4(tmp_path):
         all_x = torch.cat([got[r][m][0].flatten() for r in range(2) for m in range(4)]).sort().values
         ref_x = torch.cat([b[0].flatten() for b in ref[step]]).sort().values
         torch.testing.assert_close(all_x, ref_x)
+
+
+def test_float_tokens_refused(tmp_path):
+    with pytest.raises(ValueError, match="integer ids"):
+        write_shard(tmp_path / "x.bin", np.array([1.7, 2.0]))
+
+
+def test_all_empty_train_shards_refused(tmp_path):
+    from data.loader import TokenStream
+
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.array([], dtype=np.uint16))
+    with pytest.raises(ValueError, match="empty"):
+        TokenStream(str(tmp_path / "fineweb_train_*.bin"))

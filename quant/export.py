@@ -1,0 +1,125 @@
+"""From a float state dict to artifact files and back: one call per EXPORT_SCHEMES entry.
+
+`int8+zlib` is written in the public baseline format (quant.int8); every other `<scheme>+<compressor>`
+goes into the checked PGQ container (quant.container). `load_artifact` reads either, by its first bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from quant.container import MAGIC, QuantizedModel, deserialize, serialize
+from quant.entropy import EntropyReport, entropy_report
+from quant.gptq import gptq_quantize
+from quant.int8 import pack_int8_zlib, quantize_state_dict, unpack_int8_zlib
+from quant.quantize import dequantize, quantize_matrix, search_row_scales
+from quant.size import BYTE_BUDGET
+from quant.schemes import SMALL_TENSOR_MAX_NUMEL, ExportSpec, dtype_from_name, tensor_plan
+
+
+def quantize_model(state_dict: dict[str, Tensor], scheme: str, mix, keep_float: tuple[str, ...],
+                   clip_search: bool = True, hessians: dict[str, Tensor] | None = None,
+                   small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> QuantizedModel:
+    """Quantize every tensor as `tensor_plan` says; matrices with a Hessian go through GPTQ."""
+    model = QuantizedModel(scheme=scheme)
+    for name, tensor in state_dict.items():
+        t = tensor.detach().cpu().contiguous()
+        kind, bits = tensor_plan(name, t, scheme, mix, keep_float, small_numel)
+        model.entries[name] = {"kind": kind, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "bits": bits}
+        if kind in ("row", "tensor"):
+            if kind == "row" and hessians and name in hessians:
+                scale = search_row_scales(t, bits, clip_search)
+                model.symbols[name] = gptq_quantize(t, hessians[name], scale, bits)
+                model.scales[name] = scale.to(torch.float16)
+            else:
+                model.symbols[name], model.scales[name] = quantize_matrix(t, bits, clip_search)
+        elif kind == "f16":
+            model.floats[name] = t.to(torch.float16)
+        elif kind == "f32":
+            model.floats[name] = t.float()
+        else:
+            model.floats[name] = t
+    return model
+
+
+def dequantize_model(model: QuantizedModel) -> dict[str, Tensor]:
+    out = {}
+    for name, entry in model.entries.items():
+        dtype = dtype_from_name(entry["dtype"])
+        if name in model.symbols:
+            out[name] = dequantize(model.symbols[name], model.scales[name], dtype)
+        else:
+            out[name] = model.floats[name].to(dtype).contiguous()
+    return out
+
+
+@dataclass
+class Artifact:
+    spec: ExportSpec
+    path: Path
+    nbytes: int
+    entropy: EntropyReport
+
+
+def public_int8_as_model(state_dict: dict[str, Tensor], keep_float: tuple[str, ...]) -> QuantizedModel:
+    """The public int8 quantization seen as a QuantizedModel, for the entropy report of int8+zlib."""
+    obj = quantize_state_dict(state_dict, keep_float)
+    model = QuantizedModel(scheme="int8")
+    for name, q in obj["quantized"].items():
+        model.entries[name] = {"kind": "row", "bits": 8}
+        model.symbols[name], model.scales[name] = q, obj["scales"][name]
+    for name, t in obj["passthrough"].items():
+        model.entries[name] = {"kind": "f16"}
+        model.floats[name] = t
+    return model
+
+
+def write_artifact(state_dict: dict[str, Tensor], spec: ExportSpec, out_dir: Path, mix, keep_float: tuple[str, ...],
+                   clip_search: bool = True, hessians: dict[str, Tensor] | None = None,
+                   small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> Artifact:
+    path = Path(out_dir) / spec.filename
+    if spec.is_public:
+        blob = pack_int8_zlib(state_dict, keep_fp32=keep_float)
+        report = entropy_report(public_int8_as_model(state_dict, keep_float))
+    else:
+        qmodel = quantize_model(state_dict, spec.scheme, mix, keep_float, clip_search, hessians, small_numel)
+        blob = serialize(qmodel, spec.compressor)
+        report = entropy_report(qmodel)
+    path.write_bytes(blob)
+    return Artifact(spec, path, path.stat().st_size, report)
+
+
+def load_artifact(path: Path | str) -> dict[str, Tensor]:
+    """State dict (original dtypes) from a PGQ container or a public int8+zlib file."""
+    blob = Path(path).read_bytes()
+    if blob[:4] == MAGIC:
+        return dequantize_model(deserialize(blob))
+    return unpack_int8_zlib(blob)
+
+
+
+def gptq_targets(state_dict: dict[str, Tensor], specs: list[ExportSpec], mix, keep_float: tuple[str, ...],
+                 small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> set[str]:
+    """Names of the matrices some non-public spec quantizes per row: the ones GPTQ needs a Hessian for."""
+    return {name for name, t in state_dict.items() for spec in specs if not spec.is_public
+            and tensor_plan(name, t, spec.scheme, mix, keep_float, small_numel)[0] == "row"}
+
+
+def artifact_log_lines(art: Artifact, code_nbytes: int, seconds: float) -> list[tuple[str, bool]]:
+    """(line, show on console) for one exported artifact: sizes, the total checked against the cap, entropy."""
+    total = art.nbytes + code_nbytes
+    label = art.spec.label
+    lines = [(f"Serialized model {label}: {art.nbytes} bytes path:{art.path} export_time:{1000 * seconds:.0f}ms", True),
+             (f"Total submission size {label}: {total} bytes", True)]
+    if total > BYTE_BUDGET:
+        bar = "!" * 100
+        lines += [(bar, True), (f"WARNING: {label} total {total} bytes is OVER the {BYTE_BUDGET}-byte budget by "
+                                f"{total - BYTE_BUDGET} bytes; this cannot be a submission", True), (bar, True)]
+    else:
+        lines.append((f"budget {label}: under by {BYTE_BUDGET - total} bytes", True))
+    lines.append((art.entropy.summary(label, art.nbytes), True))
+    lines += [(line, False) for line in art.entropy.tensor_lines(label)]
+    return lines

@@ -1,0 +1,115 @@
+"""Export schemes: which precision each tensor gets, and the `<scheme>+<compressor>` specs of EXPORT_SCHEMES.
+
+A scheme is `int8`, `int6`, `int5`, `int4` (every quantizable tensor at that width) or `mixed` (bits chosen
+by tensor-name substring rules, QUANT_MIX, e.g. `tok_emb=8,attn=6,mlp=5,*=6`; 16 means fp16 passthrough).
+Which tensors stay float is decided by the caller's `keep_float` names (declared by the modules that own
+them, plus the control-tensor patterns), never by a list kept here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+SMALL_TENSOR_MAX_NUMEL = 65_536  # the public baseline: float tensors this small ship as fp16, unquantized
+UNIFORM_SCHEMES = {"int8": 8, "int6": 6, "int5": 5, "int4": 4}
+DEFAULT_MIX = "tok_emb=8,lm_head=8,attn=6,mlp=5,*=6"
+COMPRESSORS = ("zlib", "zstd", "lzma", "brotli", "ans")
+PUBLIC_SPEC = "int8+zlib"  # the public baseline's format, written by quant.int8, never by the container
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    scheme: str
+    compressor: str
+
+    @property
+    def label(self) -> str:  # as in `Total submission size int6+zstd: ...`
+        return f"{self.scheme}+{self.compressor}"
+
+    @property
+    def is_public(self) -> bool:
+        return self.label == PUBLIC_SPEC
+
+    @property
+    def filename(self) -> str:
+        return "final_model.int8.ptz" if self.is_public else f"final_model.{self.scheme}.{self.compressor}.pgq"
+
+    @property
+    def metric_name(self) -> str:  # final_<scheme>_<compressor>_roundtrip_exact
+        return f"final_{self.scheme}_{self.compressor}_roundtrip"
+
+
+def parse_mix(text: str) -> list[tuple[str, int]]:
+    """`pattern=bits,...` -> [(pattern, bits)]; the first pattern contained in a tensor name wins, `*` matches all."""
+    rules = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        pattern, sep, bits = item.partition("=")
+        if not sep or not pattern.strip() or not bits.strip().isdigit() or int(bits) not in (4, 5, 6, 7, 8, 16):
+            raise ValueError(f"QUANT_MIX rule {item!r} must look like pattern=BITS with BITS in 4..8 or 16 (fp16), "
+                             f"e.g. {DEFAULT_MIX}")
+        rules.append((pattern.strip(), int(bits)))
+    if not rules:
+        raise ValueError(f"QUANT_MIX is empty; give rules like {DEFAULT_MIX}")
+    return rules
+
+
+def parse_export_specs(text: str) -> list[ExportSpec]:
+    """`int8+zlib,int6+zstd,...` -> specs, checked (known scheme, known and installed compressor, no duplicates)."""
+    specs = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        scheme, sep, comp = item.partition("+")
+        if not sep:
+            raise ValueError(f"EXPORT_SCHEMES entry {item!r} must be <scheme>+<compressor>, e.g. int6+zstd")
+        if scheme not in UNIFORM_SCHEMES and scheme != "mixed":
+            raise ValueError(f"EXPORT_SCHEMES entry {item!r}: unknown scheme {scheme!r}; "
+                             f"choose one of {sorted(UNIFORM_SCHEMES) + ['mixed']}")
+        if comp not in COMPRESSORS:
+            raise ValueError(f"EXPORT_SCHEMES entry {item!r}: unknown compressor {comp!r}; choose one of {list(COMPRESSORS)}")
+        spec = ExportSpec(scheme, comp)
+        if spec in specs:
+            raise ValueError(f"EXPORT_SCHEMES lists {item!r} twice")
+        specs.append(spec)
+    if not specs:
+        raise ValueError("EXPORT_SCHEMES is empty; the default is int8+zlib")
+    from quant.compress import check_available
+
+    for spec in specs:
+        check_available(spec.compressor)
+    return specs
+
+
+def scheme_bits(scheme: str, name: str, mix: list[tuple[str, int]]) -> int:
+    """Bit width a quantizable tensor gets under `scheme` (16: keep as fp16)."""
+    if scheme in UNIFORM_SCHEMES:
+        return UNIFORM_SCHEMES[scheme]
+    if scheme != "mixed":
+        raise ValueError(f"unknown scheme {scheme!r}")
+    for pattern, bits in mix:
+        if pattern == "*" or pattern in name:
+            return bits
+    return 16
+
+
+def tensor_plan(name: str, t: Tensor, scheme: str, mix: list[tuple[str, int]], keep_float: tuple[str, ...],
+                small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> tuple[str, int]:
+    """(kind, bits) for one state-dict entry. kind: `raw` (non-float, stored as is), `f32` (must stay float),
+    `f16` (at most `small_numel` values, or fp16 by rule), `row` (per-row quantized 2-D matrix), `tensor` (one scale for the tensor)."""
+    if not t.is_floating_point():
+        return "raw", 0
+    if any(p in name for p in keep_float):
+        return "f32", 32
+    if t.numel() <= small_numel:
+        return "f16", 16
+    bits = scheme_bits(scheme, name, mix)
+    if bits >= 16:
+        return "f16", 16
+    return ("row" if t.ndim == 2 else "tensor"), bits
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"artifact names an unknown dtype {name!r}")
+    return dtype

@@ -1,0 +1,117 @@
+"""Command line: python -m records pack | verify | leaderboard | unpack (each with --help)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from records.folder import RECORDS_ROOT, REPO_ROOT
+
+
+def _pack(a: argparse.Namespace) -> int:
+    from records.pack import PackError, collect, run_seeds, write_record
+    from records.verify import report, verify
+
+    try:
+        logs = [Path(p) for p in a.logs]
+        if a.seeds:
+            if logs:
+                raise PackError("give either logs or --seeds, not both")
+            logs = run_seeds([int(s) for s in a.seeds.split(",")], a.name, REPO_ROOT, a.nproc)
+        evidence = collect(logs, REPO_ROOT)
+        folder = write_record(evidence, name=a.name, author=a.author, github_id=a.github_id or a.author, track=a.track,
+                              blurb=a.blurb, date=a.date, out_root=Path(a.out_root) if a.out_root else None,
+                              baseline=Path(a.baseline) if a.baseline else None, copy_artifacts=a.artifacts)
+    except PackError as e:
+        print(f"records pack: cannot pack:\n{e}", file=sys.stderr)
+        return 2
+    print(f"records pack: wrote {folder} ({len(evidence.packed):,}-byte train_gpt.py from "
+          f"{sum(len(s.encode()) for s in evidence.sources.values()):,} bytes of {len(evidence.sources)} sources)")
+    checks = verify(folder, smoke=not a.no_smoke, smoke_data=_smoke_data(a))
+    print(report(checks))
+    return 1 if any(c.status == "FAIL" for c in checks) else 0
+
+
+def _smoke_data(a: argparse.Namespace):
+    if bool(a.smoke_data) != bool(a.smoke_tokenizer):
+        sys.exit("error: give --smoke-data and --smoke-tokenizer together")
+    return (Path(a.smoke_data), Path(a.smoke_tokenizer)) if a.smoke_data else None
+
+
+def _verify(a: argparse.Namespace) -> int:
+    from records.verify import report, verify
+
+    checks = verify(Path(a.folder), baseline=Path(a.baseline) if a.baseline else None, smoke=not a.no_smoke, smoke_data=_smoke_data(a))
+    print(report(checks))
+    return 1 if any(c.status == "FAIL" for c in checks) else 0
+
+
+def _leaderboard(a: argparse.Namespace) -> int:
+    from records.leaderboard import format_table, leaderboard
+
+    print(format_table(leaderboard(Path(a.root)), markdown=a.markdown))
+    return 0
+
+
+def _unpack(a: argparse.Namespace) -> int:
+    from records.bundle import unpack
+
+    try:
+        bundle = unpack(Path(a.file).read_bytes())
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {a.file}: {e}")
+    out = Path(a.out_dir)
+    for rel, src in bundle.sources.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(src, encoding="utf-8")
+        print(out / rel)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m records", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def smoke_opts(p):
+        p.add_argument("--no-smoke", action="store_true", help="skip running the packed file (reported as SKIP, never PASS)")
+        p.add_argument("--smoke-data", help="shard folder for the smoke run (default: the offline sample dataset)")
+        p.add_argument("--smoke-tokenizer", help="SentencePiece .model matching --smoke-data")
+
+    p = sub.add_parser("pack", help="make records/<track>/<date>_<name>/ from finished runs, then verify it")
+    p.add_argument("logs", nargs="*", help="train logs (logs/<RUN_ID>.txt), one per seed")
+    p.add_argument("--seeds", help="comma-separated seeds to run first (python train_gpt.py from the repo root, your env knobs apply)")
+    p.add_argument("--nproc", type=int, default=1, help="with --seeds: torchrun ranks per run (default 1: plain python)")
+    p.add_argument("--name", required=True, help="short name, letters/digits/_-. (the folder is <date>_<name>)")
+    p.add_argument("--author", required=True)
+    p.add_argument("--github-id", help="GitHub id (default: --author)")
+    p.add_argument("--track", choices=["record", "non-record"], default="non-record")
+    p.add_argument("--baseline", help="record folder to beat (required on the record track)")
+    p.add_argument("--blurb", default="", help="one paragraph for README.md and submission.json")
+    p.add_argument("--date", help="YYYY-MM-DD (default: today)")
+    p.add_argument("--artifacts", action="store_true", help="also copy each run's compressed model into the folder")
+    p.add_argument("--out-root", help=f"where track folders live (default {RECORDS_ROOT})")
+    smoke_opts(p)
+    p.set_defaults(func=_pack)
+
+    p = sub.add_parser("verify", help="check a record folder; every failure says what to fix")
+    p.add_argument("folder")
+    p.add_argument("--baseline", help="record folder to test the gain against (default: the one in submission.json)")
+    smoke_opts(p)
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("leaderboard", help="all record folders sorted by val_bpb")
+    p.add_argument("--root", default=str(RECORDS_ROOT))
+    p.add_argument("--markdown", action="store_true")
+    p.set_defaults(func=_leaderboard)
+
+    p = sub.add_parser("unpack", help="write the sources embedded in a packed train_gpt.py (nothing is executed)")
+    p.add_argument("file")
+    p.add_argument("out_dir")
+    p.set_defaults(func=_unpack)
+
+    a = ap.parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""records/: pack real tiny runs into a folder, verify it, and catch every kind of tampering."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from records.bundle import bundle_source, compress_bundle, pack_sources, unpack
+from records.pack import PackError, collect, write_record
+from records.verify import verify
+from tests.tiny_data import build_tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(
+    NUM_LAYERS="2", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", TRAIN_SEQ_LEN="32", TRAIN_BATCH_TOKENS="512",
+    VAL_BATCH_SIZE="4096", VOCAB_SIZE="512", ITERATIONS="3", MAX_WALLCLOCK_SECONDS="0", TRAIN_LOG_EVERY="1",
+    WARMDOWN_ITERS="2", DEVICE="cpu",
+)
+SEEDS = (1, 2)  # two seeds: the fewest the t-test takes, to keep the default suite fast
+
+
+def trainer_env(data, seed: int, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RANK", "WORLD_SIZE")}
+    env.update(TINY, DATA_PATH=str(data[0]), TOKENIZER_PATH=str(data[1]), SEED=str(seed), RUN_ID=f"s{seed}", OMP_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Finished tiny runs of the real trainer (in parallel), as a user makes them."""
+    tmp = tmp_path_factory.mktemp("runs")
+    data = build_tiny_dataset(tmp)
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "train_gpt.py")], cwd=tmp, env=trainer_env(data, s, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s in SEEDS]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    return data, [tmp / "logs" / f"s{s}.txt" for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def record(runs, tmp_path_factory):
+    data, logs = runs
+    folder = write_record(collect(logs, ROOT), name="tiny", author="tester", github_id="tester", track="non-record",
+                          date="2026-01-02", out_root=tmp_path_factory.mktemp("records"), copy_artifacts=True)
+    return data, folder
+
+
+def copy(folder: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "track_non_record_16mb" / folder.name
+    shutil.copytree(folder, dst)
+    return dst
+
+
+def status(checks) -> dict[str, tuple[str, str]]:
+    return {c.name: (c.status, c.detail) for c in checks}
+
+
+def test_pack_then_verify_passes(record):
+    data, folder = record
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"README.md", "submission.json", "requirements.txt", "train_gpt.py", "train_seed1.log", "train_seed2.log",
+                     "seed1_final_model.int8.ptz", "seed2_final_model.int8.ptz"}
+    ignored = subprocess.run(["git", "check-ignore", "-q", "records/track_x/2026-01-02_tiny/seed1_final_model.int8.ptz"], cwd=ROOT)
+    assert ignored.returncode == 1  # a committed record folder keeps its artifacts
+    assert folder.parent.name == "track_non_record_16mb" and folder.name == "2026-01-02_tiny"
+    checks = status(verify(folder, smoke_data=data))
+    for name in ("files", "submission", "logs", "json-vs-logs", "size", "packed-file", "smoke", "significance"):
+        assert checks[name][0] == "PASS", (name, checks[name])
+    assert checks["audit"][0] in ("SKIP", "PASS")  # SKIP while eval.audit does not exist: never a silent pass
+    assert "outside the repository" in checks["smoke"][1] and "no repository module loaded" in checks["smoke"][1]
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["track"] == "non-record-16mb" and sub["seeds"] == [1, 2] and sub["hardware"] == "1xCPU"
+    assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size < sub["bytes_code_sources"]
+    assert "data.sample" in sub["packed_modules"] and "records.bundle" not in sub["packed_modules"]
+    readme = (folder / "README.md").read_text()
+    assert "Non-record submission" in readme and "trained on CPU" in readme and "python train_gpt.py" in readme
+    assert set((folder / "requirements.txt").read_text().split()) >= {"torch", "numpy", "sentencepiece"}
+
+
+@pytest.mark.slow
+def test_packed_file_reproduces_the_run_outside_the_repository(runs, record, tmp_path):
+    """Same knobs and seed as a logged run: the packed file alone gives the same score and counts its own bytes."""
+    data, logs = runs
+    _, folder = record
+    shutil.copyfile(folder / "train_gpt.py", tmp_path / "train_gpt.py")
+    proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=tmp_path, env=trainer_env(data, 1), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exact = re.compile(r"final_int8_zlib_roundtrip_exact val_loss:[\d.]+ val_bpb:[\d.]+")
+    assert exact.search(proc.stdout).group(0) == exact.findall(logs[0].read_text())[-1]
+    code = int(re.search(r"Code size: (\d+) bytes", proc.stdout).group(1))
+    assert code == (folder / "train_gpt.py").stat().st_size
+
+
+def test_edited_bpb_in_json_is_caught(record, tmp_path):
+    folder = copy(record[1], tmp_path)
+    sub = json.loads((folder / "submission.json").read_text())
+    sub["seed_results"]["2"]["val_bpb"] -= 0.01
+    (folder / "submission.json").write_text(json.dumps(sub))
+    checks = status(verify(folder, smoke=False))
+    assert checks["json-vs-logs"][0] == "FAIL" and "seed 2 val_bpb" in checks["json-vs-logs"][1]
+    assert "never edit numbers by hand" in checks["json-vs-logs"][1]
+    sub["seed_results"]["2"]["val_bpb"] += 0.01
+    sub["val_bpb"] -= 0.01
+    (folder / "submission.json").write_text(json.dumps(sub))
+    checks = status(verify(folder, smoke=False))
+    assert checks["json-vs-logs"][0] == "FAIL" and "is not the mean of the logs' scores" in checks["json-vs-logs"][1]
+
+
+def test_missing_or_unfinished_log_is_caught(record, tmp_path):
+    folder = copy(record[1], tmp_path)
+    (folder / "train_seed2.log").unlink()
+    checks = status(verify(folder, smoke=False))
+    assert checks["logs"][0] == "FAIL" and "log of seed 2 (train_seed2.log) is missing" in checks["logs"][1]
+    text = (folder / "train_seed1.log").read_text()
+    (folder / "train_seed1.log").write_text(re.sub(r"^final_int8_zlib_roundtrip_exact.*\n", "", text, flags=re.M))
+    checks = status(verify(folder, smoke=False))
+    assert "train_seed1.log has no final `..._exact" in checks["logs"][1]
+
+
+def test_oversized_artifact_is_caught(record, tmp_path):
+    folder = copy(record[1], tmp_path)
+    art = folder / "seed1_final_model.int8.ptz"
+    art.write_bytes(art.read_bytes() + b"\0" * (16_000_000 - art.stat().st_size))
+    checks = status(verify(folder, smoke=False))
+    assert checks["size"][0] == "FAIL"
+    assert "over the 16,000,000 cap" in checks["size"][1] and "not this run's artifact" in checks["size"][1]
+
+
+def repo_importing_copy(folder: Path, tmp_path: Path) -> Path:
+    """A hand-edited train_gpt.py that takes our modules from the repository instead of from its bundle."""
+    folder = copy(folder, tmp_path)
+    bundle = unpack((folder / "train_gpt.py").read_bytes())
+    text = bundle_source(bundle.sources, bundle.entry).replace("_sys.meta_path.insert(0, _packed)", f"_sys.path.insert(0, {str(ROOT)!r})")
+    (folder / "train_gpt.py").write_bytes(compress_bundle(text))
+    sub = json.loads((folder / "submission.json").read_text())
+    sub["bytes_code"] = (folder / "train_gpt.py").stat().st_size
+    (folder / "submission.json").write_text(json.dumps(sub))
+    return folder
+
+
+def test_packed_file_importing_our_packages_is_caught(record, tmp_path):
+    checks = status(verify(repo_importing_copy(record[1], tmp_path), smoke=False))
+    assert checks["packed-file"][0] == "FAIL" and "edited by hand" in checks["packed-file"][1]
+
+
+@pytest.mark.slow
+def test_smoke_run_sees_modules_loaded_from_the_repository(record, tmp_path):
+    checks = status(verify(repo_importing_copy(record[1], tmp_path), smoke_data=record[0]))
+    assert checks["smoke"][0] == "FAIL" and "from the repository instead of its own copies" in checks["smoke"][1]
+    assert "arch.gpt" in checks["smoke"][1]
+
+
+def test_embedded_import_of_an_unpacked_module_is_caught(record, tmp_path):
+    folder = copy(record[1], tmp_path)
+    bundle = unpack((folder / "train_gpt.py").read_bytes())
+    sources = dict(bundle.sources)
+    sources["train_gpt.py"] = sources["train_gpt.py"].replace("import numpy as np\n", "import numpy as np\nimport data.download\n", 1)
+    (folder / "train_gpt.py").write_bytes(pack_sources(sources))
+    checks = status(verify(folder, smoke=False))
+    assert checks["packed-file"][0] == "FAIL"
+    assert "train_gpt.py imports data.download at module level but it is not packed" in checks["packed-file"][1]
+    assert "differ from the code train_seed1.log ran" in checks["packed-file"][1]
+
+
+def test_pack_refuses_bad_evidence(runs, tmp_path):
+    data, logs = runs
+    with pytest.raises(PackError, match="seeds repeat"):
+        collect([logs[0], logs[0]], ROOT)
+    edited = tmp_path / "edited.txt"
+    edited.write_text(logs[0].read_text().replace("def build_model(", "def build_model_renamed(", 1))
+    with pytest.raises(PackError, match="train_gpt.py changed since the runs"):
+        collect([edited], ROOT)
+    cut = tmp_path / "cut.txt"
+    cut.write_text(re.sub(r"^final_int8_zlib_roundtrip_exact.*\n", "", logs[0].read_text(), flags=re.M))
+    with pytest.raises(PackError, match="did not finish"):
+        collect([cut], ROOT)
+    with pytest.raises(PackError, match="did not run on CUDA"):
+        write_record(collect(logs, ROOT), name="x", author="a", github_id="a", track="record", out_root=tmp_path)
+    with pytest.raises(PackError, match="no spaces"):
+        write_record(collect(logs, ROOT), name="has space", author="a", github_id="a", track="non-record", out_root=tmp_path)
+
+
+def test_significance_against_a_baseline(record, tmp_path):
+    """The rule (>= 0.005 nats at p < 0.01) against a baseline folder; a record-track folder that fails it fails verify."""
+    _, original = record
+    sub = json.loads((original / "submission.json").read_text())
+    bpbs = [r["val_bpb"] for r in sub["seed_results"].values()]
+    spread = max(bpbs) - min(bpbs)
+
+    def baseline(offset: float) -> Path:
+        b = tmp_path / f"base{offset}" / "2026-01-01_base"
+        b.mkdir(parents=True)
+        (b / "submission.json").write_text(json.dumps({"name": "base", "val_bpb": sum(bpbs) / len(bpbs) + offset,
+                                                       "seed_results": {str(i): {"val_bpb": x + offset} for i, x in enumerate(bpbs)}}))
+        return b
+
+    far, near = baseline(0.5 + 20 * spread), baseline(0.0)
+    checks = status(verify(original, baseline=far, smoke=False))
+    assert checks["significance"][0] == "PASS" and "Welch" in checks["significance"][1]
+    checks = status(verify(original, baseline=near, smoke=False))
+    assert checks["significance"][0] == "PASS" and "labelled non-record" in checks["significance"][1]
+    folder = copy(original, tmp_path)
+    sub["track"] = "10min_16mb"
+    (folder / "submission.json").write_text(json.dumps(sub))
+    checks = status(verify(folder, baseline=near, smoke=False))
+    assert checks["significance"][0] == "FAIL" and "re-pack with --track non-record" in checks["significance"][1]
+    checks = status(verify(folder, smoke=False))
+    assert checks["significance"][0] == "FAIL" and "needs a baseline" in checks["significance"][1]
+
+
+def test_trainer_code_size_is_the_packed_file(runs):
+    """quant/size.py's hook: the logged Code size is exactly the size of the file `records pack` writes."""
+    from records.bundle import pack_files
+    from records.logs import parse_log
+
+    log = parse_log(runs[1][0])
+    assert log.snapshot_files[0] == "train_gpt.py" and "records/bundle.py" not in log.snapshot_files
+    assert log.code_bytes == len(pack_files([ROOT / f for f in log.snapshot_files], ROOT))
+    assert "data/export.py" in log.snapshot_files  # reached only lazily (via data.sample): packed all the same
