@@ -1,7 +1,6 @@
 """Small building blocks shared by the GPT and the mixers."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

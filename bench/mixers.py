@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("knobs", nargs="*", help="KEY=VALUE env knobs applied to every run")
     a = p.parse_args(argv)
     overrides = dict(kv.split("=", 1) for kv in a.knobs)
-    print(f"| MLP_KIND | params | mixer params/layer | artifact bytes | step ms | steps | roundtrip val_bpb |")
+    print("| MLP_KIND | params | mixer params/layer | artifact bytes | step ms | steps | roundtrip val_bpb |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for kind in a.kinds.split(","):
         r = run_kind(kind, a.seconds, overrides)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +12,13 @@ def sample_dataset(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("pg-cache")
     return ensure_sample_dataset(cache_dir=cache, vocab_size=1024)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Test models are tiny: one intra-op thread avoids OpenMP barrier stalls when jobs share the CPU
+    (up to 20x slower on a busy 2-core machine). Subprocess trainers get OMP_NUM_THREADS from their tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

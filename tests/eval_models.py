@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,11 +26,3 @@ def tiny_model(seed: int = 0, vocab: int = V, std: float = 0.2):
 def nll_of(model):
     return lambda x, y: model(x, y, reduction="none")
 
-
-@pytest.fixture
-def one_thread():
-    """Tiny models: one thread avoids OpenMP barrier stalls when several jobs share the CPU (20x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

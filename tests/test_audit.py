@@ -15,9 +15,8 @@ from eval.audit import (audit_model, check_causality, check_executed_coverage, c
 from eval.bpb import unit_byte_luts
 from eval.sliding import evaluate_sliding
 from eval.ttt import Adaptation, TTTConfig, score_first_ttt
-from tests.eval_models import TINY_KNOBS, V, nll_of, one_thread, tiny_model  # noqa: F401 - one_thread is a fixture
+from tests.eval_models import TINY_KNOBS, V, nll_of, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 LUTS = unit_byte_luts(V)
 L, S = 16, 4
 TTT = TTTConfig(chunk_tokens=16, epochs=1, seq_len=L, stride=S, batch_seqs=4, budget_s=0.0, lr=0.01)

@@ -24,14 +24,6 @@ BASE_ENV = dict(NUM_LAYERS="2", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1",
                 HWNODE_STATE_DIM="48", S5_STATE_DIM="32", S5_BLOCKS="4", MLP_MULT="2", SCALAR_LR="0.01")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_args(kind: str, **extra) -> train_gpt.Hyperparameters:
     return train_gpt.Hyperparameters(env={**BASE_ENV, "MLP_KIND": kind, **extra}, device_type="cpu")

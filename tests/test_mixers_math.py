@@ -2,7 +2,6 @@
 Triton scan under Triton's CPU interpreter."""
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -20,13 +19,6 @@ from quant.int8 import dequantize_state_dict, quantize_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------- HWNODE ----------

@@ -185,6 +185,7 @@ def test_gptq_targets_are_linear_rows():
     assert not any("resid_mix" in t or "q_gain" in t for t in targets)
 
 
+@pytest.mark.slow
 def test_qat_path_is_live_under_torch_compile():
     """Fails if torch.compile freezes the fake-quant branch out of the graph (the dead late-QAT bug)."""
     torch._dynamo.reset()

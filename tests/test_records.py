@@ -100,6 +100,7 @@ def test_packed_file_reproduces_the_run_outside_the_repository(runs, record, tmp
     assert code == (folder / "train_gpt.py").stat().st_size
 
 
+@pytest.mark.slow
 def test_edited_bpb_in_json_is_caught(record, tmp_path):
     folder = copy(record[1], tmp_path)
     sub = json.loads((folder / "submission.json").read_text())
@@ -115,6 +116,7 @@ def test_edited_bpb_in_json_is_caught(record, tmp_path):
     assert checks["json-vs-logs"][0] == "FAIL" and "is not the mean of the logs' scores" in checks["json-vs-logs"][1]
 
 
+@pytest.mark.slow
 def test_missing_or_unfinished_log_is_caught(record, tmp_path):
     folder = copy(record[1], tmp_path)
     (folder / "train_seed2.log").unlink()
@@ -189,6 +191,7 @@ def test_pack_refuses_bad_evidence(runs, tmp_path):
         write_record(collect(logs, ROOT), name="has space", author="a", github_id="a", track="non-record", out_root=tmp_path)
 
 
+@pytest.mark.slow
 def test_significance_against_a_baseline(record, tmp_path):
     """The rule (>= 0.005 nats at p < 0.01) against a baseline folder; a record-track folder that fails it fails verify."""
     _, original = record

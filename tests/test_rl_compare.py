@@ -19,13 +19,6 @@ from rl.run import build_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def learned(variant: str, seed: int, steps: int):
     model = build_model(variant, seed, "smoke")

@@ -16,15 +16,6 @@ from rl.stacked_hw import StackedHW
 from rl.variants import VARIANTS, get_variant
 
 # LunarLander-v3 spaces, without building Box2D: 8 observations, 4 discrete actions.
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These nets are tiny; on a shared 2-core box extra intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 OBS = gym.spaces.Box(-np.inf, np.inf, shape=(8,), dtype=np.float32)
 ACT = gym.spaces.Discrete(4)
 

@@ -14,9 +14,8 @@ import torch.multiprocessing as mp
 from eval.bpb import BpbAccumulator, ByteLuts, target_bytes, unit_byte_luts
 from eval.plain import evaluate, window_plan
 from eval.sliding import budget_note, evaluate_sliding, score_windows, sliding_plan
-from tests.eval_models import V, nll_of, one_thread, tiny_model  # noqa: F401 - one_thread is a fixture
+from tests.eval_models import V, nll_of, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 LENGTHS = [1, 2, 3, 31, 32, 33, 63, 64, 65, 100, 257, 1000]

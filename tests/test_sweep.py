@@ -79,7 +79,7 @@ def kill_after_first_result(cmd: list[str], env: dict, out: Path) -> None:
     while time.time() < deadline and proc.poll() is None:
         if results.is_file() and results.read_text().count("\n") >= 1:
             break
-        time.sleep(0.05)
+        time.sleep(0.15)  # slow enough that the 0.1 s monitor sees the laggard mid-run, even on a busy CPU
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and nothing else: trainers lead their own groups
     proc.wait()
@@ -97,7 +97,7 @@ FAKE_TRAINER = textwrap.dedent('''
     lag = 1.0 if os.environ["MODEL_DIM"] == "32" else 0.0
     for step in range(1, 41):
         print(f"step:{step}/40 train_loss:{5.0 - step * 0.05 + lag:.4f} train_time:{step * 100}ms", file=log, flush=True)
-        time.sleep(0.05)
+        time.sleep(0.15)  # slow enough that the 0.1 s monitor sees the laggard mid-run, even on a busy CPU
     if "EXPECT_PARAMS" in os.environ:
         print("model_params:%s" % os.environ["EXPECT_PARAMS"], file=log)
     print("Serialized model int8+zlib: 1000 bytes", file=log)

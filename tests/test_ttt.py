@@ -16,10 +16,9 @@ from eval.audit import check_ttt_order
 from eval.bpb import unit_byte_luts
 from eval.sliding import evaluate_sliding
 from eval.ttt import ScoredPrefix, ScoreOrderError, TTTConfig, score_first_ttt, warm_up_ttt
-from tests.eval_models import V, nll_of, one_thread, tiny_model  # noqa: F401 - one_thread is a fixture
+from tests.eval_models import V, nll_of, tiny_model
 from tests.test_train import run_trainer, tiny  # noqa: F401 - tiny is the trainer tests' dataset fixture
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 LUTS = unit_byte_luts(V)
 
 
