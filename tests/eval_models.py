@@ -1,10 +1,14 @@
 """Small real models for the eval tests (sliding, TTT, audit)."""
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt  # noqa: E402
@@ -26,3 +30,24 @@ def tiny_model(seed: int = 0, vocab: int = V, std: float = 0.2):
 def nll_of(model):
     return lambda x, y: model(x, y, reduction="none")
 
+
+
+def _gloo_entry(rank: int, world: int, port: int, worker, args, out) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        out[rank] = worker(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_on_gloo_ranks(worker, world: int = 2, *args) -> dict:
+    """Run worker(rank, world, *args) in `world` gloo processes on a free local port; {rank: its return value}.
+    `worker` must be a module-level function (it is pickled by reference)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_gloo_entry, args=(world, port, worker, args, out), nprocs=world, join=True)
+    return dict(out)

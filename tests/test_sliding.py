@@ -3,18 +3,14 @@ padding/batching invariance, and a real 2-process gloo run matching one process.
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from eval.bpb import BpbAccumulator, ByteLuts, target_bytes, unit_byte_luts
 from eval.plain import evaluate, window_plan
 from eval.sliding import budget_note, evaluate_sliding, score_windows, sliding_plan
-from tests.eval_models import V, nll_of, tiny_model
+from tests.eval_models import V, nll_of, run_on_gloo_ranks, tiny_model
 
 
 
@@ -125,25 +121,17 @@ def test_budget_note():
     assert budget_note(10, 0) == "budget:none"
 
 
-def _gloo_worker(rank: int, world: int, port: int, out) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+def _sliding_on_rank(rank: int, world: int):
     model = tiny_model(2)
     tokens = torch.randint(0, V, (301,), generator=torch.Generator().manual_seed(5))
     res = evaluate_sliding(nll_of(model), tokens, 32, 8, 2, unit_byte_luts(V), rank=rank, world_size=world)
     short = evaluate_sliding(nll_of(model), tokens[:21], 32, 8, 2, unit_byte_luts(V), rank=rank, world_size=world)
-    out[rank] = (res.val_loss, res.val_bpb, res.targets_scored, short.val_loss, short.targets_scored)
-    dist.destroy_process_group()
+    return res.val_loss, res.val_bpb, res.targets_scored, short.val_loss, short.targets_scored
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = mp.Manager().dict()
-    mp.spawn(_gloo_worker, args=(2, port, out), nprocs=2, join=True)
+    out = run_on_gloo_ranks(_sliding_on_rank, 2)
     model = tiny_model(2)
     tokens = torch.randint(0, V, (301,), generator=torch.Generator().manual_seed(5))
     one = evaluate_sliding(nll_of(model), tokens, 32, 8, 2, unit_byte_luts(V))

@@ -2,21 +2,17 @@
 it learns, the budget stops adapting (never scoring), and two gloo ranks match one process."""
 from __future__ import annotations
 
-import os
 import re
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.utils import parametrize
 
 from eval.audit import check_ttt_order
 from eval.bpb import unit_byte_luts
 from eval.sliding import evaluate_sliding
 from eval.ttt import ScoredPrefix, ScoreOrderError, TTTConfig, score_first_ttt, warm_up_ttt
-from tests.eval_models import V, nll_of, tiny_model
+from tests.eval_models import V, nll_of, run_on_gloo_ranks, tiny_model
 from tests.test_train import run_trainer, tiny  # noqa: F401 - tiny is the trainer tests' dataset fixture
 
 LUTS = unit_byte_luts(V)
@@ -117,25 +113,17 @@ def test_bad_config_names_the_knob(kw, knob):
         cfg(**kw)
 
 
-def _gloo_worker(rank: int, world: int, port: int, out) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+def _ttt_on_rank(rank: int, world: int):
     model = tiny_model(8)
     tokens = torch.randint(0, V, (181,), generator=torch.Generator().manual_seed(4))
     res = score_first_ttt(model, model, tokens, cfg(lr=0.05, batch_seqs=3), LUTS, rank=rank, world_size=world)
-    out[rank] = (res.eval.val_loss, res.eval.targets_scored, res.adapted_chunks)
-    dist.destroy_process_group()
+    return res.eval.val_loss, res.eval.targets_scored, res.adapted_chunks
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process():
     """Each rank scores a share and trains on a share of each batch; summed gradients keep the weights equal."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = mp.Manager().dict()
-    mp.spawn(_gloo_worker, args=(2, port, out), nprocs=2, join=True)
+    out = run_on_gloo_ranks(_ttt_on_rank, 2)
     model = tiny_model(8)
     tokens = torch.randint(0, V, (181,), generator=torch.Generator().manual_seed(4))
     one = score_first_ttt(model, model, tokens, cfg(lr=0.05, batch_seqs=3), LUTS)
