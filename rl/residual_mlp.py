@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rl.backbone import BlockStack
+
 
 class ResidualBlock(nn.Module):
     def __init__(self, width: int):
@@ -20,16 +22,6 @@ class ResidualBlock(nn.Module):
         return h + self.fc2(F.relu(self.fc1(self.norm(h))))
 
 
-class ResidualMLP(nn.Module):
+class ResidualMLP(BlockStack):
     def __init__(self, in_dim: int, width: int, blocks: int = 2):
-        super().__init__()
-        self.out_dim = width
-        self.embed = nn.Linear(in_dim, width)
-        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(blocks))
-        self.norm = nn.LayerNorm(width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.embed(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.norm(h)
+        super().__init__(in_dim, width, (ResidualBlock(width) for _ in range(blocks)))

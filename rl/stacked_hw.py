@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from arch.hwnode_flow import power_iteration, spectral_norm_estimate
+from rl.backbone import BlockStack
 from rl.poly_basis import initial_coefficients, polynomial_matrix
 
 A_MODES = ("spectral", "ortho-init", "ortho-param")
@@ -58,17 +59,7 @@ class HWBlock(nn.Module):
         return h + self.w_out(F.relu(z @ P.T).square())
 
 
-class StackedHW(nn.Module):
+class StackedHW(BlockStack):
     def __init__(self, in_dim: int, width: int, state_dim: int, blocks: int, order: int, basis: str,
                  a_mode: str = "spectral"):
-        super().__init__()
-        self.out_dim = width
-        self.embed = nn.Linear(in_dim, width)
-        self.blocks = nn.ModuleList(HWBlock(width, state_dim, order, basis, a_mode) for _ in range(blocks))
-        self.norm = nn.LayerNorm(width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.embed(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.norm(h)
+        super().__init__(in_dim, width, (HWBlock(width, state_dim, order, basis, a_mode) for _ in range(blocks)))
