@@ -1,6 +1,6 @@
 """Tables and the learning-curve plot of a comparison, rebuilt from the per-run JSON files.
 
-Across seeds: mean ± population std (ddof=0, as the reference). Training metric = last-100 training
+Across seeds: mean ± population std (ddof=0, as the reference); throughput is the median run's. Training metric = last-100 training
 episodes (stochastic policy, the reference's metric); eval = deterministic policy on a separate env.
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ def summarize(runs: list[dict], variants: list[str], preset: str, steps: int) ->
             "params": mine[0]["params"]["total"], "train_mean": train_mean, "train_std": train_std,
             "eval_mean": eval_mean, "eval_std": eval_std,
             "eval_seeds_solved": sum(r["eval_mean"] >= SOLVED_RETURN for r in mine),
-            "env_steps_per_second": float(np.mean([r["env_steps_per_second"] for r in mine])),
+            # median: one run slowed by a busy machine should not set the variant's throughput
+            "env_steps_per_second": float(np.median([r["env_steps_per_second"] for r in mine])),
             "reported_mean": reported[0] if reported else None, "reported_std": reported[1] if reported else None,
         })
     return rows
@@ -55,7 +56,7 @@ def markdown_table(rows: list[dict], preset: str, steps: int, eval_episodes: int
         f"whole rollouts); mean ± std (ddof=0) over seeds",
         "",
         f"| variant | params | seeds | train last-100 mean | det. eval ({eval_episodes} ep) | "
-        f"seeds eval ≥{SOLVED_RETURN:.0f} | env steps/s | {ref_note} |",
+        f"seeds eval ≥{SOLVED_RETURN:.0f} | env steps/s (median) | {ref_note} |",
         "|---|---:|---|---|---|---:|---:|---|",
     ]
     for r in rows:

@@ -15,6 +15,7 @@ import torch
 from rl.compare import parse_args, run_path
 from rl.report import write_report
 from rl.run import build_model
+from rl.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,11 +59,11 @@ def test_compare_rejects_bad_arguments(capsys):
     assert "must be positive" in capsys.readouterr().err
 
 
-def fake_run(variant: str, seed: int, train: float, evaluation: float) -> dict:
+def fake_run(variant: str, seed: int, train: float, evaluation: float, steps_per_second: float = 5017.6) -> dict:
     return {"variant": variant, "seed": seed, "preset": "ref", "env_steps": 501_760,
             "params": {"total": 6_343, "actor": 3_269, "critic": 3_074}, "train_last100_mean": train,
             "eval_episodes": 100, "eval_mean": evaluation, "eval_std": 10.0, "eval_solved_fraction": 0.5,
-            "train_seconds": 100.0, "env_steps_per_second": 5017.6, "curve": [[2048, None], [4096, -100.0 + seed]]}
+            "train_seconds": 100.0, "env_steps_per_second": steps_per_second, "curve": [[2048, None], [4096, -100.0 + seed]]}
 
 
 def test_report_aggregates_over_seeds_with_population_std(tmp_path):
@@ -76,6 +77,30 @@ def test_report_aggregates_over_seeds_with_population_std(tmp_path):
     assert "reference (PR, 500K, 3 seeds)" in table and "(501,760 env steps run" in table
     for name in ("summary_ref_500000.csv", "summary_ref_500000.md", "runs_ref_500000.csv", "curves_ref_500000.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_report_throughput_is_the_median_run(tmp_path):
+    # One run slowed 10x by a busy machine must not drag the variant's steps/s down with it.
+    paths = []
+    for seed, speed in enumerate([140.0, 1300.0, 1480.0]):
+        paths.append(tmp_path / f"{seed}.json")
+        paths[-1].write_text(json.dumps(fake_run("mlp-narrow", seed, 200.0, 200.0, speed)))
+    table = write_report(tmp_path, "ref", 500_000, ["mlp-narrow"], paths)
+    assert "| 3/3 | 1300 |" in table
+
+
+@pytest.mark.parametrize("preset", ["zoo", "ref"])
+def test_committed_results_are_what_the_report_makes_of_their_runs(tmp_path, preset):
+    """rl/results holds the measured tables; they must be regenerable from the committed run records."""
+    results = Path(__file__).resolve().parents[1] / "rl" / "results"
+    summary = results / f"summary_{preset}_500000.md"
+    if not summary.exists():
+        pytest.skip(f"no committed {preset} results")
+    paths = sorted((results / "runs").glob(f"*__{preset}__500000__seed*.json"))
+    found = {json.loads(p.read_text())["variant"] for p in paths}
+    variants = [v for v in VARIANTS if v in found]  # the order rl.compare lists them in
+    write_report(tmp_path, preset, 500_000, variants, paths)
+    assert (tmp_path / summary.name).read_text() == summary.read_text()
 
 
 def test_killed_comparison_resumes_without_rerunning_finished_runs(tmp_path):
