@@ -1,7 +1,8 @@
 """Tables and the learning-curve plot of a comparison, rebuilt from the per-run JSON files.
 
-Across seeds: mean ± population std (ddof=0, as the reference); throughput is the median run's. Training metric = last-100 training
-episodes (stochastic policy, the reference's metric); eval = deterministic policy on a separate env.
+Across seeds: mean ± population std (ddof=0, as the reference); throughput is the median run's.
+Training metric = last-100 training episodes (stochastic policy, the reference's metric); eval =
+deterministic policy on a separate env.
 """
 from __future__ import annotations
 
