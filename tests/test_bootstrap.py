@@ -237,3 +237,23 @@ def test_fresh_checkout_installs_then_runs_and_tests(tmp_path):
                                  capture_output=True, text=True, check=True).stdout
     assert torch_before == torch_after
 
+
+
+def test_a_venv_inside_the_repository_is_not_shipped(tmp_path, monkeypatch):
+    """./run.sh makes .venv in the repository; modules loaded from there (setuptools' _distutils_hack is, through a .pth
+    file) are installed packages, never project code to pack or count."""
+    import importlib
+
+    from records.bundle import shipped_sources
+
+    (tmp_path / "train_gpt.py").write_text("import pkg\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    for env, module in ((".venv", "pg_hack_hidden"), ("venv", "pg_hack_plain")):
+        site = tmp_path / env / "lib" / "python3" / "site-packages"
+        site.mkdir(parents=True)
+        (site / f"{module}.py").write_text("")
+        monkeypatch.syspath_prepend(str(site))
+        monkeypatch.setitem(sys.modules, module, importlib.import_module(module))  # loaded, as a .pth file would; undone after
+    shipped = [p.relative_to(tmp_path.resolve()).as_posix() for p in shipped_sources(tmp_path, tmp_path / "train_gpt.py")]
+    assert shipped == ["train_gpt.py", "pkg/__init__.py"]
