@@ -177,6 +177,14 @@ def draw(curves: list[Curve], out: Path, title: str | None = None) -> Path:
         lo, hi = losses[int(0.01 * (len(losses) - 1))], losses[int(0.98 * (len(losses) - 1))]
         pad = 0.1 * (hi - lo)
         ax_loss.set_ylim(lo - pad, min(losses[-1] + pad, hi + 3 * pad))
+    late = [v for c in curves for _, t, v in c.train if t > 0.05 * span and v == v and abs(v) != float("inf")]
+    if len(curves) > 1 and late:
+        pad = 0.08 * (max(late) - min(late) or 0.01)
+        ax_loss.set_ylim(min(late) - pad, max(late) + pad)
+    tails = [v for c in curves for _, _, v in (c.val[1:] if len(c.val) >= 3 else c.val)] + [v for c in curves for v in c.finals.values()]
+    if len(curves) > 1 and tails:  # overlays compare the end: zoom past the first (step 0) val points
+        pad = 0.08 * (max(tails) - min(tails) or 0.01)
+        ax_bpb.set_ylim(min(tails) - pad, max(tails) + pad)
     ax_loss.set_ylabel("train loss (nats/token)")
     ax_bpb.set_ylabel("val bpb")
     ax_bpb.set_xlabel(f"training wall-clock ({unit}, validation excluded)")
