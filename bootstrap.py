@@ -118,7 +118,10 @@ def requirement_names(text: str) -> list[str]:
         if not line or line.startswith("-"):
             continue
         if Requirement is not None:
-            req = Requirement(line)
+            try:
+                req = Requirement(line)
+            except ValueError:  # pip will name the bad line; the stamp decides meanwhile
+                continue
             if req.marker is None or req.marker.evaluate():
                 names.append(req.name)
         elif ";" not in line:  # no parser for markers here: the stamp alone covers those lines

@@ -100,6 +100,7 @@ def test_requirements_that_change_torch_are_refused(fake):
 
 def test_requirement_names_apply_markers_and_extras():
     assert bootstrap.requirement_names(REQS) == ["numpy", "torch", "gymnasium"]
+    assert bootstrap.requirement_names("-r other.txt\nnot a requirement!!\nscipy\n") == ["scipy"]  # pip names bad lines
 
 
 def test_which_environment(monkeypatch, tmp_path):
