@@ -77,7 +77,7 @@ KNOBS = [
     Knob("SEED", int, 1337, "seed for torch, numpy and random"),
     # Validation and logging
     Knob("VAL_BATCH_SIZE", int, 524_288, "validation tokens per forward, over all ranks and accumulation steps", cpu=65_536),
-    Knob("VAL_LOSS_EVERY", int, 1000, "validate every N steps (0: only at the end)", cpu=0),
+    Knob("VAL_LOSS_EVERY", int, 1000, "validate every N steps (0: only at the end)", cpu=50),
     Knob("TRAIN_LOG_EVERY", int, 200, "log train loss every N steps (and on steps <= 10)", cpu=20),
     # Final evaluation of the roundtripped weights (eval/sliding.py, eval/ttt.py); every target is scored once
     Knob("EVAL_SEQ_LEN", int, 0, "window length of the final sliding and TTT evals (0: TRAIN_SEQ_LEN)"),
@@ -322,6 +322,20 @@ def resolve_data(args: Hyperparameters, log) -> None:
             "offline sample from Python's documentation; set DATA_PATH for FineWeb)")
 
 
+def end_of_run_report(logfile: Path, log) -> None:
+    """Summary block and logs/<RUN_ID>.png, read back from the log by records/plot.py. records/ is tooling that a packed
+    record does not ship, so it is imported only here, and nothing in it can fail a run that has finished."""
+    try:
+        from records.plot import report_run
+    except ImportError:
+        log("summary: none here (a packed train_gpt.py ships without records/); python -m records plot LOG draws the curve")
+        return
+    try:
+        report_run(logfile, log)
+    except Exception as e:
+        log(f"summary: failed ({type(e).__name__}: {e}); the run itself finished")
+
+
 def main() -> None:
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(knob_help())
@@ -522,6 +536,7 @@ def main() -> None:
     ema = WeightEMA(base_model, args.ema_decay) if args.ema_decay > 0 else None  # after the warmup restore: it averages only real steps
     max_ms = 1000.0 * args.train_seconds if args.max_wallclock_seconds > 0 else None
     qat_on = False
+    warmdown_step: int | None = None
     training_ms = 0.0
     stop_after: int | None = None
     sync()
@@ -544,7 +559,11 @@ def main() -> None:
                 log0(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{args.iterations}")
             break
 
-        scale = lr_multiplier(args, step, training_ms + 1000.0 * (time.perf_counter() - t0))
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        scale = lr_multiplier(args, step, elapsed_ms)
+        if scale < 1.0 and warmdown_step is None:  # the run's curve marks it (records/plot.py)
+            warmdown_step = step
+            log0(f"warmdown_start step:{step} train_time:{elapsed_ms:.0f}ms lr_scale:{scale:.4f}")
         if args.qat_scheme and not qat_on and scale < args.qat_start_lr_scale:
             set_qat(base_model, True)
             qat_on = True
@@ -679,6 +698,8 @@ def main() -> None:
         log0(f"final_ttt val_loss:{ttt.eval.val_loss:.4f} val_bpb:{ttt.eval.val_bpb:.4f} mode:{cfg.mode} {ttt.summary} "
              f"eval_tokens_per_s:{ttt.eval.targets_total / ttt.seconds:.0f} {budget_note(ttt.seconds, args.eval_budget_seconds)}")
         log0(f"final_ttt_exact val_loss:{ttt.eval.val_loss:.8f} val_bpb:{ttt.eval.val_bpb:.8f}")
+    if master:
+        end_of_run_report(logfile, log0)
     if distributed:
         dist.destroy_process_group()
 

@@ -20,7 +20,8 @@ import functools
 import glob
 import json
 import math
-import modulefinder
+import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,13 +351,37 @@ def measure_runs(run_dirs: list[Path], scheme: Scheme) -> tuple[np.ndarray, np.n
 
 # ---------- prediction and search ----------
 
+# Run in a fresh interpreter: import what the entry imports at module level (never run it), then ask the trainer's
+# own measure. In this process arch.budget / sweep are loaded too and would be counted as shipped code.
+_MEASURE_CODE = """
+import importlib, sys
+from pathlib import Path
+from records.bundle import imported_names
+entry = Path(sys.argv[1]).resolve()
+for imp in imported_names(entry.read_text(encoding="utf-8"), "__main__", False, skip_main_guard=True):
+    if not imp.lazy:
+        try:
+            importlib.import_module(imp.name)
+        except ModuleNotFoundError:
+            if not imp.from_item:  # `from a import b`: b may be a name, not a module
+                raise
+from quant.size import code_size
+print(code_size(entry.parent, entry).nbytes)
+"""
+
+
+@functools.lru_cache(maxsize=None)
 def default_code_bytes(entry: Path = ROOT / "train_gpt.py") -> int:
-    """train_gpt.py plus every project module it can import, found statically (lazy imports included), so an
-    upper bound on what the trainer's `Code size:` line reports."""
-    finder = modulefinder.ModuleFinder(path=[str(entry.parent)])
-    finder.run_script(str(entry))
-    files = {Path(m.__file__).resolve() for m in finder.modules.values() if m.__file__}
-    return sum(p.stat().st_size for p in files if p.suffix == ".py" and "tests" not in p.parts)
+    """Code bytes a record of `entry` would count: quant.size.code_size, the measure the trainer's `Code size:` line
+    logs (the packed one-file train_gpt.py that `records pack` writes), not the raw size of the sources."""
+    entry = Path(entry).resolve()
+    path = os.pathsep.join(dict.fromkeys([str(entry.parent), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _MEASURE_CODE, str(entry)], cwd=entry.parent, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=path.rstrip(os.pathsep)), timeout=300)
+    if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"cannot measure the code bytes of {entry} ({why}); pass --code-bytes N")
+    return int(proc.stdout.strip())
 
 
 @dataclass(frozen=True)
@@ -514,7 +539,10 @@ def main(argv: list[str] | None = None) -> None:
         cal = uncalibrated(args.scheme) if args.upper_bound else load_calibration(args.scheme, args.calibration, args.regime)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    code = args.code_bytes if args.code_bytes is not None else default_code_bytes()
+    try:
+        code = args.code_bytes if args.code_bytes is not None else default_code_bytes()
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     rows = candidate_shapes(args.bytes, scheme, cal, code, args.vocab, kinds, args.expansions, dims_of(args),
                             args.head_dim, args.kv_ratio, args.layers, not args.untied)
     if args.share:

@@ -1,4 +1,4 @@
-"""Command line: python -m records pack | verify | leaderboard | unpack (each with --help)."""
+"""Command line: python -m records pack | verify | leaderboard | unpack | plot (each with --help)."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +68,29 @@ def _unpack(a: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(a: argparse.Namespace) -> int:
+    from records.plot import FIGURE_SUFFIXES, read_curve, read_text, summary_lines, try_draw
+
+    logs = [Path(p) for p in a.logs]
+    for p in logs:
+        if not p.is_file():
+            sys.exit(f"error: {p}: no such log file")
+    out = Path(a.out) if a.out else (logs[0].with_suffix(".png") if len(logs) == 1 else Path("curves.png"))
+    if out.suffix not in FIGURE_SUFFIXES:
+        sys.exit(f"error: --out {out}: the figure must end in {', '.join(FIGURE_SUFFIXES)}")
+    if out.exists() and not a.force:
+        sys.exit(f"error: {out} exists; pass --out NEW.png, or --force to replace it")
+    stems = [p.stem for p in logs]  # train_seed42.log of two folders: tell them apart by folder
+    curves = [read_curve(p, p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}/{p.stem}") for p in logs]
+    for p, c in zip(logs, curves, strict=True):
+        if not (c.train or c.val):
+            sys.exit(f"error: {p} has no `step:N/M train_loss:...` or `val_loss:...` lines: not a training log")
+        print("\n".join(summary_lines(read_text(p), c.name)))
+    figure, line = try_draw(curves, out, a.title)
+    print(line)
+    return 0 if figure else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m records", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -108,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("out_dir")
     p.set_defaults(func=_unpack)
+
+    p = sub.add_parser("plot", help="train loss and val bpb against training time, one curve per log (seeds, recipes)")
+    p.add_argument("logs", nargs="+", help="finished train logs: ours or the public challenge's")
+    p.add_argument("--out", help="figure path, .png/.pdf/.svg (default: LOG.png for one log, curves.png for several)")
+    p.add_argument("--title", help="figure title (default: the run names)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_plot)
 
     a = ap.parse_args(argv)
     return a.func(a)

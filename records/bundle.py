@@ -206,7 +206,10 @@ def shipped_sources(root: Path, entry: Path) -> list[Path]:
         if not f or not Path(f).is_absolute():  # torch.ops reports a bare '_ops.py'; never ours
             continue
         p = Path(f).resolve()
-        if p.suffix == ".py" and p.is_relative_to(root) and not NOT_SHIPPED & set(p.relative_to(root).parts):
+        parts = p.relative_to(root).parts if p.is_relative_to(root) else ()
+        # an environment made inside the repository (.venv/, venv/: ./run.sh makes .venv) holds no project code
+        installed = any(d.startswith(".") or d in ("site-packages", "dist-packages") for d in parts[:-1])
+        if p.suffix == ".py" and parts and not NOT_SHIPPED & set(parts) and not installed:
             loaded.add(p)
     found = import_closure(root, [entry, *sorted(loaded)]) - {entry}
     return [entry] + sorted(found)

@@ -1,5 +1,5 @@
 """Resumable comparison of policy variants: `python -m rl.compare --variants mlp-narrow,hwnode-standard
---seeds 0,1,2 --steps 500000 --preset ref --jobs 2 --out /work/rl-results`.
+--seeds 0,1,2 --steps 500000 --preset ref --jobs 2 --out rl-results`.
 
 One spawned process per (variant, seed), one torch thread each. Every finished run is written to
 OUT/runs/<variant>__<preset>__<steps>__seed<k>.json (atomically); a run whose file exists is not re-run,

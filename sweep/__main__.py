@@ -1,7 +1,7 @@
 """python -m sweep --out DIR [grid options]: size every grid point to the byte budget, train each for a short fixed
 wall-clock budget (parallel, early-stopping clear losers), then write results.csv, the plots and a recommendation.
 
-    python -m sweep --out /work/sweep-results/cpu --bytes 1200000 --kinds relu2,swiglu \\
+    python -m sweep --out sweep-results/cpu --bytes 1200000 --kinds relu2,swiglu \\
         --shares 0.15,0.3 --expansions 2,3 --seconds 45 --jobs 2 --head-dim 32 --dims 64:384
     python -m sweep --out DIR ...same options...      # again after an interruption: finished runs are kept
     python -m sweep --out DIR --report-only            # CSV, plots and recommendation from what is recorded

@@ -158,3 +158,25 @@ def test_listing_fits_and_is_maximal(tmp_path, capsys):
         main(["--mlp-kind", "nope"])
     with pytest.raises(SystemExit, match="int3"):
         main(["--scheme", "int3+foo"])
+
+
+def test_code_bytes_are_the_ones_the_trainer_logs(tmp_path):
+    """arch.budget prices code as the trainer's `Code size:` line counts it (the packed file a record ships), not the
+    raw size of every source (3x more), and no module of the pricing process itself (arch.budget) is counted."""
+    import re
+    import subprocess
+    import sys
+
+    from arch.budget import default_code_bytes
+
+    data, tok = build_tiny_dataset(tmp_path / "tiny")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(NUM_LAYERS="1", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", TRAIN_SEQ_LEN="32", TRAIN_BATCH_TOKENS="512",
+               VAL_BATCH_SIZE="4096", VOCAB_SIZE=str(TINY_VOCAB), ITERATIONS="1", MAX_WALLCLOCK_SECONDS="0", EVAL_STRIDE="0",
+               DEVICE="cpu", DATA_PATH=str(data), TOKENIZER_PATH=str(tok), RUN_ID="code", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "train_gpt.py")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    logged = int(re.search(r"^Code size: (\d+) bytes", proc.stdout, re.M).group(1))
+    assert default_code_bytes() == logged
+    raw = sum(p.stat().st_size for p in ROOT.glob("[!.]*/*.py") if p.parts[-2] != "tests") + (ROOT / "train_gpt.py").stat().st_size
+    assert logged < raw / 2
