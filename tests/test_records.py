@@ -72,14 +72,18 @@ def test_pack_then_verify_passes(record):
     assert ignored.returncode == 1  # a committed record folder keeps its artifacts
     assert folder.parent.name == "track_non_record_16mb" and folder.name == "2026-01-02_tiny"
     checks = status(verify(folder, smoke_data=data))
-    for name in ("files", "submission", "logs", "json-vs-logs", "size", "packed-file", "smoke", "significance"):
+    for name in ("files", "submission", "logs", "json-vs-logs", "size", "packed-file", "smoke"):
         assert checks[name][0] == "PASS", (name, checks[name])
+    assert checks["significance"] == ("SKIP", "non-record submission: no claim against the leaderboard to test")  # compared nothing
+    assert "format v2" in checks["packed-file"][1] and "run_env = the logs' knobs" in checks["json-vs-logs"][1]
     assert checks["audit"][0] in ("SKIP", "PASS")  # SKIP while eval.audit does not exist: never a silent pass
     assert "outside the repository" in checks["smoke"][1] and "no repository module loaded" in checks["smoke"][1]
     sub = json.loads((folder / "submission.json").read_text())
     assert sub["track"] == "non-record-16mb" and sub["seeds"] == [1, 2] and sub["hardware"] == "1xCPU"
     assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size < sub["bytes_code_sources"]
-    assert "data.sample" in sub["packed_modules"] and "records.bundle" not in sub["packed_modules"]
+    assert "records.bundle" not in sub["packed_modules"] and "quant.int8" in sub["packed_modules"]
+    # only what the default run imports: no sample builder, data export, TTT, GPTQ, container or non-baseline mixer
+    assert not {"data.sample", "data.export", "eval.ttt", "quant.gptq", "quant.container", "arch.s5", "arch.hwnode"} & set(sub["packed_modules"])
     readme = (folder / "README.md").read_text()
     assert "Non-record submission" in readme and "trained on CPU" in readme and "python train_gpt.py" in readme
     assert set((folder / "requirements.txt").read_text().split()) >= {"torch", "numpy", "sentencepiece"}
@@ -125,7 +129,7 @@ def test_missing_or_unfinished_log_is_caught(record, tmp_path):
     text = (folder / "train_seed1.log").read_text()
     (folder / "train_seed1.log").write_text(re.sub(r"^final_\w+_exact.*\n", "", text, flags=re.M))
     checks = status(verify(folder, smoke=False))
-    assert "train_seed1.log has no final `..._exact" in checks["logs"][1]
+    assert "train_seed1.log has no final `<eval>_exact" in checks["logs"][1]
 
 
 def test_oversized_artifact_is_caught(record, tmp_path):
@@ -228,4 +232,4 @@ def test_trainer_code_size_is_the_packed_file(runs):
     log = parse_log(runs[1][0])
     assert log.snapshot_files[0] == "train_gpt.py" and "records/bundle.py" not in log.snapshot_files
     assert log.code_bytes == len(pack_files([ROOT / f for f in log.snapshot_files], ROOT))
-    assert "data/export.py" in log.snapshot_files  # reached only lazily (via data.sample): packed all the same
+    assert not {"data/sample.py", "data/export.py", "eval/ttt.py", "arch/wave.py"} & set(log.snapshot_files)  # not imported: not shipped
