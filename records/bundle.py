@@ -54,6 +54,10 @@ _BOOTSTRAP = '''
 import importlib.abc as _abc, importlib.util as _util, linecache as _lc, sys as _sys
 
 
+class _NotPacked(ImportError):
+    """A project module this record does not ship: reported in one line, without a traceback."""
+
+
 class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
     """Serves the embedded sources as modules; claims their top-level names so nothing of ours loads from disk."""
 
@@ -74,8 +78,9 @@ class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
             path, package = self.files[name]
             return _util.spec_from_loader(name, self, origin=f"<packed>/{path}", is_package=package)
         if name.partition(".")[0] in self.roots:
-            raise ImportError(f"{name} is not packed into this train_gpt.py (a record ships only the modules its run "
-                              "imported): run it with the knobs its README gives, or from the harness repository", name=name)
+            raise _NotPacked(f"{name} is not packed into this train_gpt.py (a record ships only the modules its run imported): "
+                             "set the knobs its README gives (DATA_PATH and TOKENIZER_PATH for the data), or run the harness "
+                             "repository's train_gpt.py", name=name)
 
     def create_module(self, spec):
         return None
@@ -92,11 +97,20 @@ class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
         return compile(source, filename, "exec", dont_inherit=True)
 
 
+def _report(kind, value, tb):
+    """The traceback module reads linecache (the C hook reads lines from disk); a module not shipped is one line."""
+    if isinstance(value, _NotPacked):
+        print(f"error: {value}", file=_sys.stderr)
+    else:
+        import traceback
+
+        traceback.print_exception(kind, value, tb)
+
+
 _packed = _PackedModules(_S)
 _sys.meta_path.insert(0, _packed)
-if _sys.excepthook is _sys.__excepthook__:  # the C hook reads lines from disk; the traceback module reads linecache
-    import traceback as _tb
-    _sys.excepthook = _tb.print_exception
+if _sys.excepthook is _sys.__excepthook__:
+    _sys.excepthook = _report
 exec(_packed.compile(__ENTRY__), globals())
 '''
 
