@@ -139,8 +139,10 @@ def tolerance(claimed: float) -> float:
     return min(0.5 * 10.0 ** -decimals, 5e-4) + 1e-9
 
 
-def agrees(value: float | None, claimed: float | None) -> bool:
-    return value is not None and claimed is not None and math.isfinite(value) and abs(value - claimed) <= tolerance(claimed)
+def agrees(value: float | None, claimed: float | None, slack: float = 0.0) -> bool:
+    """`value` rounds to `claimed` at the claim's precision (`slack`: the rounding already in `value`)."""
+    return (value is not None and claimed is not None and math.isfinite(value)
+            and abs(value - claimed) <= tolerance(claimed) + slack)
 
 
 def fmt(x: float) -> str:
@@ -273,7 +275,7 @@ def _match_unlisted(reading: Reading, scored: list[RunLog]) -> None:
         else:
             chosen = max(groups.values(), key=len)
     reading.runs = [Run(lg.seed, lg) for lg in chosen]
-    reading.ablations = [lg for lg in scored if lg not in chosen]
+    reading.ablations = [lg for lg in scored if all(lg is not c for c in chosen)]
 
 
 def _check_score(reading: Reading) -> None:
@@ -284,7 +286,7 @@ def _check_score(reading: Reading) -> None:
     per_seed_claims = [c.bpb for s, c in reading.seed_claims.items() if c.bpb is not None]
     if reading.listed_seeds and len(per_seed_claims) == len(reading.listed_seeds):
         mean = statistics.fmean(per_seed_claims)
-        if not agrees(mean, claimed):
+        if not agrees(mean, claimed, slack=max(tolerance(c) for c in per_seed_claims)):  # a mean of rounded numbers
             reading.flag("claims", f"{name} {fmt(claimed)} is not the mean of its own per-seed scores ({fmt(mean)})")
         return
     by_seed: dict = {}

@@ -41,7 +41,7 @@ def find_logs(folder: Path) -> list[Path]:
 
     def walk(d: Path, depth: int) -> None:
         for p in sorted(d.iterdir()):
-            if p.name.startswith((".", "_")):
+            if p.name.startswith((".", "_")) or (p.is_symlink() and p.is_dir()):  # a linked folder may lead out of the record
                 continue
             if p.is_dir() and depth < LOG_SEARCH_DEPTH:
                 walk(p, depth + 1)

@@ -10,8 +10,9 @@ metric echoes whose name is itself a metric (`val_bpb:   1.12`). An earlier `...
 line (a TTT score printed after the roundtrip is the run's score); when the last line has an `<name>_exact` twin
 the twin's 8 decimals are used. A file holding several appended runs is read as its last run.
 
-Lines may start with a unix or ISO timestamp or a torchrun `[rankN]:` prefix; they are removed before reading.
-Seeds come from `seed:N`, a `Hyperparameters:` block (`  seed: N`) or a `key=value` config line (`seed=N`).
+Lines may start with a unix or ISO timestamp, a torchrun `[rankN]:` or a logging `INFO:` prefix; they (and colour
+codes) are removed before reading. Seeds come from `seed:N`, a `Hyperparameters:` block (`  seed: N`), a `key=value`
+config line (`seed=N`), else the file name (`train_seed42.log`).
 The counted total is the last `Total submission size <tag>: N bytes` / `... | Total submission: N bytes` /
 `budget:N/16000000` line that is not the raw fp32 size (the untagged line equal to code + `Serialized model: N`).
 """
@@ -24,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
-# A leading timestamp or launcher prefix: `1776142360.538 `, `2026-04-13T10:00:00Z `, `[12:00:01] `, `[rank0]: `.
-_PREFIX = re.compile(r"^(?:\d{9,11}(?:\.\d+)?\s+|\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?\s+"
-                     r"|\[\d\d:\d\d:\d\d(?:\.\d+)?\]\s+|\[(?:rank|default)\d+\]:?\s*)+", re.M)
+# A leading timestamp, launcher or logging prefix: `1776142360.538 `, `2026-04-13T10:00:00Z `, `[12:00:01] `,
+# `[rank0]: `, `INFO:root:`, `2026-04-13 10:00:00,123 - INFO - `; and terminal colour codes anywhere.
+_PREFIX = re.compile(r"^(?:\d{9,11}(?:\.\d+)?\s+|\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?\s*(?:-\s+)?"
+                     r"|\[\d\d:\d\d:\d\d(?:\.\d+)?\]\s+|\[(?:rank|default)\d+\]:?\s*"
+                     r"|\[(?:INFO|DEBUG|WARNING|WARN)\]\s*[:-]?\s*|(?:INFO|DEBUG|WARNING|WARN)(?::\w+:|\s*[:-]\s*))+", re.M)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _SCORE = re.compile(rf"^(?P<name>[A-Za-z][\w.+\-]*)(?P<rest>[^\n]*?)\bval_bpb:\s*(?P<bpb>{_NUM})", re.M | re.I)
 _LOSS = re.compile(rf"\bval_loss:\s*(?P<loss>{_NUM}|None)", re.I)
 _STEP = re.compile(r"^(?:step[:\s]\s*)?\d+/\d+\b", re.I)
@@ -36,7 +40,8 @@ _BUDGET = re.compile(r"\bbudget:(?P<n>\d+)/\d+\b")
 _MODEL = re.compile(r"^Serialized model(?P<tag>[^:\n]*):\s*(?P<n>\d+) bytes(?:.*?\bpath:(?P<path>\S+))?", re.M)
 _INLINE_MODEL = re.compile(r"(?P<tag>\S+) model:\s*(?P<n>\d+) bytes\s*\|\s*Total submission", re.I)
 _CODE = re.compile(r"^Code size(?P<kind> \([^)]*\))?:\s*(?P<n>\d+) bytes|^artifact:.*\bcode:(?P<n2>\d+)\b", re.M)
-_SEED = re.compile(r"^\s*seed\s*:\s*(\d+)\s*$|(?:^|\s)seed=(\d+)(?=\s|$)", re.M)
+_SEED = re.compile(r"^\s*seed\s*[:=]\s*(\d+)\s*$|(?:^|\s)seed=(\d+)(?=\s|$)", re.M)
+_SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.I)
 _PARAMS = re.compile(r"^(?:model_params|params):\s*(\d+)\b", re.M)
 _COVER = re.compile(r"^val_targets_scored:(\d+)/(\d+)", re.M)
 _SNAPSHOT = re.compile(r"^code_snapshot:(.*)$", re.M)
@@ -133,7 +138,7 @@ def _number(text: str) -> float:
 
 def normalize(text: str) -> str:
     """The log's text without carriage returns and leading timestamps / launcher prefixes on each line."""
-    return _PREFIX.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _PREFIX.sub("", _ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n")))
 
 
 def score_lines(text: str) -> list[Score]:
@@ -205,6 +210,8 @@ def parse_log(path: Path | str, text: str | None = None) -> RunLog:
             log.model_bytes, log.artifact_path = int(chosen.group("n")), chosen.group("path")
     if m := _last(_SEED, text):
         log.seed = int(m.group(1) or m.group(2))
+    elif m := _SEED_IN_NAME.search(path.name):  # a log that never prints its seed: train_seed42.log
+        log.seed = int(m.group(1))
     if m := _last(_PARAMS, text):
         log.model_params = int(m.group(1))
     if m := _last(_COVER, text):

@@ -101,6 +101,10 @@ def test_log_reader_reads_every_public_format():
     assert broken.finished and not broken.score_is_finite and math.isnan(broken.val_bpb)
     appended = parse_log(Path("a.log"), final(1.40, seed=1) + "seed:2\n" + final(1.35))  # two runs in one file: the last
     assert (appended.seed, appended.val_bpb) == (2, 1.35)
+    logged = parse_log(Path("train_seed42.log"), "2026-04-13 10:00:00,123 - INFO - model_params:5\n"
+                                                 "INFO:root:Total submission size int8+zlib: 123 bytes\n"
+                                                 "\x1b[32m[INFO] final_y val_loss:1.0 val_bpb:1.2\x1b[0m\n")
+    assert (logged.seed, logged.model_params, logged.total_bytes, logged.score_name, logged.val_bpb) == (42, 5, 123, "final_y", 1.2)
 
 
 # --------------------------------------------------------------------------------------------------
