@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import lzma
 import re
 import sys
@@ -58,9 +59,14 @@ def _payload(tree: ast.AST) -> str | None:
     return None
 
 
+_WRAPPER_LINES = 20  # a self-extracting script is a handful of lines around one long literal
+
+
 def readable_source(text: str, depth: int = 3) -> str:
     """`text`, or the code it self-extracts (unwrapped up to `depth` times)."""
     for _ in range(depth):
+        if "decompress(" not in text or text.count("\n") > _WRAPPER_LINES:
+            return text
         try:
             inner = _payload(ast.parse(text))
         except SyntaxError:
@@ -85,7 +91,7 @@ def entry_scripts(folder: Path) -> list[Path]:
         for name in script_imports(path):
             if name.partition(".")[0] in local:
                 todo.append(local[name.partition(".")[0]])
-        text = readable_source(path.read_text(encoding="utf-8", errors="replace"))
+        text = script_text(path)
         for literal in re.findall(r"""["']([\w./-]+\.py)["']""", text):  # exec(open("...train_gpt_decode.py").read())
             named = folder / Path(literal).name
             if named.is_file() and named != path:
@@ -93,9 +99,24 @@ def entry_scripts(folder: Path) -> list[Path]:
     return found
 
 
+@functools.lru_cache(maxsize=64)
+def _script_text(path: Path, mtime_ns: int) -> str:
+    return readable_source(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def script_text(path: Path) -> str:
+    """A script's source as it runs (self-extraction undone), read once per version of the file."""
+    return _script_text(Path(path), Path(path).stat().st_mtime_ns)
+
+
 def script_imports(path: Path) -> dict[str, bool]:
     """{module: optional} of one script (self-extraction undone)."""
-    text = readable_source(path.read_text(encoding="utf-8", errors="replace"))
+    return dict(_script_imports(Path(path), Path(path).stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _script_imports(path: Path, mtime_ns: int) -> dict[str, bool]:
+    text = _script_text(path, mtime_ns)
     try:
         return _imports(ast.parse(text))
     except SyntaxError:
@@ -154,7 +175,7 @@ def extra_packages(folder: Path) -> dict[str, list[str]]:
 def mentions_cuda(folder: Path) -> bool:
     """Whether the record's scripts use CUDA (they cannot be re-run on a CPU as shipped)."""
     for path in entry_scripts(folder):
-        text = readable_source(path.read_text(encoding="utf-8", errors="replace"))
+        text = script_text(path)
         if "cuda" in text or "flash_attn" in text or "nccl" in text:
             return True
     return False
