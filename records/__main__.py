@@ -12,6 +12,7 @@ def _pack(a: argparse.Namespace) -> int:
     from records.pack import PackError, collect, run_seeds, write_record
     from records.verify import report, verify
 
+    baseline = _baseline(a)
     try:
         logs = [Path(p) for p in a.logs]
         if a.seeds:
@@ -25,7 +26,7 @@ def _pack(a: argparse.Namespace) -> int:
         evidence = collect(logs, REPO_ROOT)
         folder = write_record(evidence, name=a.name, author=a.author, github_id=a.github_id or a.author, track=a.track,
                               blurb=a.blurb, date=a.date, out_root=Path(a.out_root) if a.out_root else None,
-                              baseline=Path(a.baseline) if a.baseline else None, copy_artifacts=a.artifacts)
+                              baseline=baseline, copy_artifacts=a.artifacts)
     except PackError as e:
         print(f"records pack: cannot pack:\n{e}", file=sys.stderr)
         return 2
@@ -45,10 +46,16 @@ def _smoke_data(a: argparse.Namespace):
     return (Path(a.smoke_data), Path(a.smoke_tokenizer)) if a.smoke_data else None
 
 
+def _baseline(a: argparse.Namespace) -> Path | None:
+    if a.baseline and not Path(a.baseline).is_dir():
+        sys.exit(f"error: --baseline {a.baseline}: no such folder; pass the record folder to beat (records/<track>/<date>_<name>/)")
+    return Path(a.baseline) if a.baseline else None
+
+
 def _verify(a: argparse.Namespace) -> int:
     from records.verify import report, verify
 
-    checks = verify(Path(a.folder), baseline=Path(a.baseline) if a.baseline else None, smoke=not a.no_smoke, smoke_data=_smoke_data(a))
+    checks = verify(Path(a.folder), baseline=_baseline(a), smoke=not a.no_smoke, smoke_data=_smoke_data(a))
     print(report(checks))
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 

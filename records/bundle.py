@@ -388,8 +388,11 @@ def unpack(data: bytes) -> Bundle:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("not a packed train_gpt.py (neither a records-pack file nor UTF-8 Python)") from None
-        version = 2 if text.startswith(_MARK) else 1
+            text = ""
+        first = text.partition("\n")[0]
+        if not (first.startswith(_MARK) or "packed by `python -m records pack`" in first):
+            raise ValueError("no embedded sources found: this is not a train_gpt.py made by `python -m records pack`")
+        version = 2 if first.startswith(_MARK) else 1
     try:
         tree = ast.parse(text)
     except SyntaxError as e:

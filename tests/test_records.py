@@ -270,6 +270,8 @@ def test_cli_bad_inputs_get_one_line_and_a_non_zero_exit(tmp_path):
         (["pack", "--name", "x", "--author", "y", str(tmp_path / "missing.txt")], "missing.txt: no such log"),
         (["pack", "--name", "x", "--author", "y"], "no logs given"),
         (["verify", str(tmp_path / "nope")], "is not a folder"),
+        (["verify", str(tmp_path), "--baseline", str(tmp_path / "typo")], "--baseline"),
+        (["unpack", str(ROOT / "README.md"), str(tmp_path / "out")], "not a train_gpt.py made by `python -m records pack`"),
         (["verify", str(tmp_path), "--smoke-data", str(tmp_path / "d"), "--smoke-tokenizer", str(tmp_path / "t.model")],
          "must be a shard folder"),
     ]:
