@@ -237,7 +237,7 @@ def _match_listed(reading: Reading, scored: list[RunLog]) -> None:
                     earlier = next((s for s in log.scores if agrees(s.val_bpb, claim.bpb)), None)
                     if earlier is not None:
                         reading.flag("claims", f"seed {seed}: claimed {fmt(claim.bpb)} is the earlier `{earlier.name}` line of "
-                                                f"{log.path.name}; the run's final score is `{log.score_name}` {fmt(log.val_bpb)}")
+                                                f"{log.path.name}, but the run's final score is `{log.score_name}` {fmt(log.val_bpb)}")
                     else:
                         reading.flag("claims", f"seed {seed}: claimed {fmt(claim.bpb)} but {log.path.name} scores {fmt(log.val_bpb)}")
             if log is not None:

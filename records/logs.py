@@ -40,7 +40,7 @@ _BUDGET = re.compile(r"\bbudget:(?P<n>\d+)/\d+\b")
 _MODEL = re.compile(r"^Serialized model(?P<tag>[^:\n]*):\s*(?P<n>\d+) bytes(?:.*?\bpath:(?P<path>\S+))?", re.M)
 _INLINE_MODEL = re.compile(r"(?P<tag>\S+) model:\s*(?P<n>\d+) bytes\s*\|\s*Total submission", re.I)
 _CODE = re.compile(r"^Code size(?P<kind> \([^)]*\))?:\s*(?P<n>\d+) bytes|^artifact:.*\bcode:(?P<n2>\d+)\b", re.M)
-_SEED = re.compile(r"^\s*seed\s*[:=]\s*(\d+)\s*$|(?:^|\s)seed=(\d+)(?=\s|$)", re.M)
+_SEED = re.compile(r"^\s*seed\s*:\s*(\d+)\s*$|(?:^|\s)seed=(\d+)(?=\s|$)", re.M)  # never `seed = 0`: that is code
 _SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.I)
 _PARAMS = re.compile(r"^(?:model_params|params):\s*(\d+)\b", re.M)
 _COVER = re.compile(r"^val_targets_scored:(\d+)/(\d+)", re.M)

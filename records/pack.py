@@ -1,7 +1,7 @@
 """`python -m records pack`: turn finished runs into records/<track>/<date>_<name>/.
 
 The folder holds README.md, submission.json, the train logs, requirements.txt, optionally the artifacts, and
-ONE train_gpt.py: the trainer plus every project module it ships with, packed by records/bundle.py. Packing
+ONE train_gpt.py: the trainer plus the project modules its run imports, packed by records/bundle.py. Packing
 refuses evidence that would make a broken submission: unfinished logs, repeated seeds, runs of different code
 or configs, sources edited since the runs, a logged code size that is not the packed file's, an over-budget
 total, a CPU run on the record track.

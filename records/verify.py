@@ -132,7 +132,7 @@ def _verify_official(folder: Path, reading: Reading, baseline: Path | None, repo
         problems.append("no submission.json (the rules ask for one: name, GitHub id, val_bpb, metadata)")
     if not (folder / ENTRY).is_file():
         scripts = sorted(p.name for p in folder.glob("*.py"))
-        problems.append(f"no {ENTRY} (the rules name the entry train_gpt.py; it ships {', '.join(scripts) or 'no .py file'})")
+        problems.append(f"no {ENTRY} (the rules name the entry train_gpt.py, this folder ships {', '.join(scripts) or 'no .py file'})")
     extras = extra_packages(folder)
     if extras and not (folder / "requirements.txt").is_file():
         names = ", ".join(f"{pkg} ({', '.join(files)})" for pkg, files in sorted(extras.items()))

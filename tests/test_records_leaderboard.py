@@ -105,6 +105,8 @@ def test_log_reader_reads_every_public_format():
                                                  "INFO:root:Total submission size int8+zlib: 123 bytes\n"
                                                  "\x1b[32m[INFO] final_y val_loss:1.0 val_bpb:1.2\x1b[0m\n")
     assert (logged.seed, logged.model_params, logged.total_bytes, logged.score_name, logged.val_bpb) == (42, 5, 123, "final_y", 1.2)
+    code_after = parse_log(Path("x.log"), "Hyperparameters:\n  seed: 42\ndef f():\n        seed = 0\n    seed=args.seed\n")
+    assert code_after.seed == 42  # a logged source line `seed = 0` is code, not the run's seed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,6 +302,19 @@ EXPECTED_NOTES = {
 
 
 @pytest.mark.skipif(not PUBLIC.is_dir(), reason="../shared/data/public_records not present")
+def test_every_public_log_reads_the_seed_its_name_gives():
+    import re
+
+    named = 0
+    for path in sorted(PUBLIC.rglob("*")):
+        m = re.search(r"(?:seed[_-]?|_s|_log_|train)(\d+)\.(?:log|txt)$", path.name)
+        if path.is_file() and m:
+            named += 1
+            assert parse_log(path).seed == int(m.group(1)), path
+    assert named >= 50
+
+
+@pytest.mark.skipif(not PUBLIC.is_dir(), reason="../shared/data/public_records not present")
 def test_leaderboard_reproduces_the_public_records():
     entries = {e.folder.name: e for e in leaderboard(PUBLIC)}
     assert set(entries) == set(EXPECTED)
@@ -309,7 +324,10 @@ def test_leaderboard_reproduces_the_public_records():
     for name, text in EXPECTED_NOTES.items():
         assert any(text in n for n in entries[name].notes), (name, entries[name].notes)
     clean = ("2026-03-18_LowerLR", "2026-03-29_Loader_FullGPTQ_XSA11_BigramHash2816", "2026-04-13_VarLenAttn_PhasingTTT2000",
-             "2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT", "2026-03-30_ByteJEPA")
+             "2026-04-19_SP8192_CaseOps_GatedAttn_QuantGate_Loop45_PhasedTTT", "2026-03-30_ByteJEPA", "2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT",
+             "2026-03-18_Quasi10Bfrom50B_SP1024_9x512_KV4_4h_pgut3", "2026-04-27_SmearGateBOSFix_PR1787Base_LQERAsym_PhasedTTT")
+    assert entries["2026-04-01_Vocab4096_MLPMult4_WD085"].notes == [
+        "bytes_total 15,916,170 matches no logged size and is below the largest logged total 15,927,782 (train_seed2025.log)"]
     assert all(not entries[n].notes for n in clean), {n: entries[n].notes for n in clean}
     out = subprocess.run([sys.executable, "-m", "records", "leaderboard", "--root", str(PUBLIC)], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout

@@ -58,12 +58,12 @@ DEFECTS = {
     ("2026-03-19_Seq2048_FP16Emb_TunedLR", "files"): "ships no requirements.txt: zstandard (train_gpt.py)",
     ("2026-03-19_Seq2048_FP16Emb_TunedLR", "json-vs-logs"): "is seed 3's score (train_seed3.log), not the mean of the 3 seeds",
     ("2026-03-19_SlidingWindow_FP16Emb_10L_MuonWD_OvertoneInit", "submission"): "lacks github_id, val_bpb (it has mean_val_bpb)",
-    ("2026-03-19_smeargate_orthoinit_muonwd", "files"): "no train_gpt.py (the rules name the entry train_gpt.py; it ships train_gpt_v5.py)",
+    ("2026-03-19_smeargate_orthoinit_muonwd", "files"): "no train_gpt.py (the rules name the entry train_gpt.py, this folder ships train_gpt_v5.py)",
     ("2026-03-19_smeargate_orthoinit_muonwd", "submission"): "the json lacks name, github_id; no metadata",
     ("2026-03-20_11L_EfficientPartialXSA_FA3_SWA120", "files"): "ships no requirements.txt: flash_attn_interface",
     ("2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233", "files"): "ships no requirements.txt: flash_attn_interface",
     ("2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233", "json-vs-logs"): "is seed 1337's score (train.log), not the mean",
-    ("2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon", "files"): "it ships train_gpt_cuda_ternary.py",
+    ("2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon", "files"): "this folder ships train_gpt_cuda_ternary.py",
     ("2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon", "submission"): "named submission_ternary.json, not submission.json",
     ("2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon", "json-vs-logs"): "is seed 42's score (ternary_log_42.txt)",
     ("2026-04-01_Vocab4096_MLPMult4_WD085", "json-vs-logs"): "bytes_total 15,916,170 matches no logged size and is below the largest",
@@ -81,11 +81,18 @@ DEFECTS = {
     ("2026-04-23_SP8192_CaseOps_SparseGate_QuantGate_Loop45_PhasedTTT_PolarNS_MinLR_FusedCE", "files"): "no requirements.txt: brotli",
     ("2026-04-27_SmearGateBOSFix_PR1787Base_LQERAsym_PhasedTTT", "files"): "ships no requirements.txt: brotli",
     ("2026-03-21_DepthRecurrence_MixedPrecisionQuant", "files"): "no train log",
-    ("2026-03-24_106M_Binary_Asymmetric_UNet_FP8_15L_8192BPE_YaRN_NeoMuon_Smear", "files"): "it ships train_gpt_cuda_binary.py",
+    ("2026-03-24_106M_Binary_Asymmetric_UNet_FP8_15L_8192BPE_YaRN_NeoMuon_Smear", "files"): "this folder ships train_gpt_cuda_binary.py",
     ("2026-03-24_106M_Binary_Asymmetric_UNet_FP8_15L_8192BPE_YaRN_NeoMuon_Smear", "submission"): "named submission_binary.json",
-    ("2026-03-29_HNet_ByteVsSubword_Study", "files"): "it ships train_gpt_hnet.py, train_gpt_hnet_byte.py",
+    ("2026-03-29_HNet_ByteVsSubword_Study", "files"): "this folder ships train_gpt_hnet.py, train_gpt_hnet_byte.py",
     ("2026-04-04_GDN_Hybrid_LongContext", "json-vs-logs"): "seed 1341: its score 1.4703 is in hybrid_gdn_1xh100_600s_seq32768.txt",
-    ("2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT", "files"): "it ships train_mamba3_hybrid.py",
+    ("2026-04-15_Mamba3Hybrid_SP8192_GPTQ_TTT", "files"): "this folder ships train_mamba3_hybrid.py",
+}
+
+# FAIL details naming more than one defect (their count of "; " separators); every other FAIL names exactly one.
+DEFECT_COUNT = {
+    ("2026-03-19_smeargate_orthoinit_muonwd", "submission"): 1,
+    ("2026-04-06_SP8192_HessianSDClip_ProgressiveRecurrence", "size"): 2,
+    ("2026-04-08_SP8192_ParallelResid_ScoreFirstTTT", "json-vs-logs"): 1,
 }
 
 
@@ -101,6 +108,7 @@ def test_verify_on_every_public_record():
         for c in checks:
             if c.status == "FAIL":
                 assert DEFECTS[(name, c.name)] in c.detail, (name, c.name, c.detail)
+                assert c.detail.count("; ") <= DEFECT_COUNT.get((name, c.name), 0), (name, c.name, c.detail)  # nothing more
             if c.status == "PASS":
                 assert " total 0 " not in c.detail and c.detail  # a pass always says what it compared
         skips = {c.name: c.detail for c in checks if c.status == "SKIP"}
