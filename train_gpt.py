@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import math
 import os
 import platform
@@ -32,22 +33,45 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import keep_float_names
-from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_report, parse_layer_spec
+from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_modules, mixer_report, parse_layer_spec
 from data.loader import DistributedTokenLoader
 from data.shards import list_shards, load_tokens
 from eval.bpb import build_byte_luts, warn_unknown_targets
 from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
-from eval.ttt import TTTConfig, score_first_ttt, warm_up_ttt
-from optim.ema import WeightEMA
 from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
 from optim.health import embedding_health_lines
 from quant.compress import set_zstd_level
 from quant.export import artifact_log_lines, gptq_targets, load_artifact, write_artifact
-from quant.gptq import collect_hessians
 from quant.qat import attach_qat, set_qat
 from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
-from quant.size import code_size, project_sources
+from quant.size import code_size, project_sources, source_text
+
+
+def lazy(module: str, name: str):
+    """`module.name`, imported at its first call: parts only some knobs use load only then, so a record ships them
+    only for the runs that use them (optional_modules below; records/bundle.py)."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    return call
+
+
+TTTConfig, score_first_ttt, warm_up_ttt = (lazy("eval.ttt", n) for n in ("TTTConfig", "score_first_ttt", "warm_up_ttt"))
+WeightEMA = lazy("optim.ema", "WeightEMA")
+collect_hessians = lazy("quant.gptq", "collect_hessians")
+
+
+def optional_modules(args) -> list[str]:
+    """The project modules this run's knobs import beyond the eager imports above: with those, what its record ships
+    (the code bytes the run logs count exactly these)."""
+    mods = mixer_modules(args.mlp_kind)
+    for on, names in ((args.ttt_enabled, ["eval.ttt"]), (args.ema_decay > 0, ["optim.ema"]), (args.gptq, ["quant.gptq"]),
+                      (args.embed_optimizer == "coupled_adam", ["optim.coupled_adam"]),
+                      (any(not spec.is_public for spec in args.export_specs), ["quant.container", "quant.quantize"])):
+        if on:
+            mods += names
+    return mods
+
 
 ROOT = Path(__file__).resolve().parent
 
@@ -480,12 +504,12 @@ def main() -> None:
          f"warmup_steps:{args.warmup_steps} max_wallclock_seconds:{args.max_wallclock_seconds:.3f}")
     log0(f"seed:{args.seed}")
     # The code that ran goes into the log (file only), like the baseline's snapshot.
-    sources = project_sources(ROOT, Path(__file__))
+    sources = project_sources(ROOT, Path(__file__), optional_modules(args))
     if master:
         log0("code_snapshot:" + ",".join(str(p.relative_to(ROOT)) for p in sources))
         with open(logfile, "a", encoding="utf-8") as f:
             for p in sources:
-                f.write(f"# ===== {p.relative_to(ROOT)} =====\n{p.read_text(encoding='utf-8')}\n")
+                f.write(f"# ===== {p.relative_to(ROOT)} =====\n{source_text(p)}\n")
             f.write("=" * 100 + f"\nRunning Python {sys.version}\nRunning PyTorch {torch.__version__}\n{platform.platform()}\n")
             if device.type == "cuda":
                 f.write(subprocess.run(["nvidia-smi"], capture_output=True, text=True, check=False).stdout)
@@ -644,7 +668,7 @@ def main() -> None:
     if master:
         torch.save(base_model.state_dict(), raw_path)
         log0(f"Serialized model: {raw_path.stat().st_size} bytes path:{raw_path}")
-        code = code_size(ROOT, Path(__file__))
+        code = code_size(ROOT, Path(__file__), optional_modules(args))
         log0(f"Code size: {code.nbytes} bytes ({code.method})")
         for spec in args.export_specs:
             t_export = time.perf_counter()

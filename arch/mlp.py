@@ -7,9 +7,12 @@ keeps a tensor unquantized in the artifact.
 Kinds: relu2 (baseline), swiglu / glu (three matrices, hidden = MLP_MULT * d), hwnode (arch/hwnode.py),
 wave (arch/wave.py), s5 and hyena_s5 (arch/s5.py). `MixerConfig` carries their knobs; `mixer_param_count`
 is the closed-form parameter count of one sublayer (MIXERS.md 5.1), checked against the built module.
+The non-baseline mixers are imported only when a kind names them (`MIXER_MODULES`), so a packed record ships
+only the mixer its run uses.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,11 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arch.hwnode import HWNodeMixer, hwnode_param_count
 from arch.layers import CastedLinear, zero_init
-from arch.kernels import HAVE_TRITON
-from arch.s5 import S5_SCANS, HyenaS5Mixer, S5Mixer, hyena_s5_param_count, s5_param_count
-from arch.wave import WAVE_MODES, CausalWaveMixer, wave_param_count
+
+# kind -> the module that defines it (relu2 / swiglu / glu live here); imported when the kind is used.
+MIXER_MODULES = {"hwnode": "arch.hwnode", "wave": "arch.wave", "s5": "arch.s5", "hyena_s5": "arch.s5"}
+
+
+def mixer_modules(*kinds: str) -> list[str]:
+    """The modules the mixer kinds need beyond this one (what a record of a run with them ships)."""
+    return sorted({MIXER_MODULES[k] for k in kinds if k in MIXER_MODULES})
 
 
 def hidden_width(dim: int, mult: float) -> int:
@@ -90,6 +97,11 @@ class MixerConfig:
     def validate(self, kind: str) -> None:
         """Raise ValueError naming the knob when a knob of `kind` is out of range."""
         problems = []
+        if kind == "wave":
+            from arch.wave import WAVE_MODES
+        if kind in ("s5", "hyena_s5"):
+            from arch.kernels import HAVE_TRITON
+            from arch.s5 import S5_SCANS
         if kind == "hwnode":
             if self.hwnode_state_dim <= 0:
                 problems.append(f"HWNODE_STATE_DIM={self.hwnode_state_dim} must be positive")
@@ -119,12 +131,17 @@ MLP_REGISTRY: dict[str, Callable[[int, float, MixerConfig], nn.Module]] = {
     "relu2": lambda d, m, c: ReluSquaredMLP(d, m),
     "swiglu": lambda d, m, c: GatedMLP(d, m, F.silu),
     "glu": lambda d, m, c: GatedMLP(d, m, torch.sigmoid),
-    "hwnode": lambda d, m, c: HWNodeMixer(d, c.hwnode_state_dim, c.hwnode_order, c.hwnode_virtual_layers,
-                                          c.hwnode_term_gates, c.hwnode_state_bias),
-    "wave": lambda d, m, c: CausalWaveMixer(d, c.wave_mode),
-    "s5": lambda d, m, c: S5Mixer(d, **c.s5_kwargs()),
-    "hyena_s5": lambda d, m, c: HyenaS5Mixer(d, **c.s5_kwargs()),
+    "hwnode": lambda d, m, c: _mixer("hwnode", "HWNodeMixer")(d, c.hwnode_state_dim, c.hwnode_order, c.hwnode_virtual_layers,
+                                                            c.hwnode_term_gates, c.hwnode_state_bias),
+    "wave": lambda d, m, c: _mixer("wave", "CausalWaveMixer")(d, c.wave_mode),
+    "s5": lambda d, m, c: _mixer("s5", "S5Mixer")(d, **c.s5_kwargs()),
+    "hyena_s5": lambda d, m, c: _mixer("hyena_s5", "HyenaS5Mixer")(d, **c.s5_kwargs()),
 }
+
+
+def _mixer(kind: str, name: str):
+    """`name` from the module of mixer `kind`, imported on first use."""
+    return getattr(importlib.import_module(MIXER_MODULES[kind]), name)
 
 
 def build_mlp(kind: str, dim: int, mlp_mult: float, config: MixerConfig | None = None) -> nn.Module:
@@ -141,13 +158,13 @@ def mixer_param_count(kind: str, dim: int, mlp_mult: float, config: MixerConfig 
     if kind in ("swiglu", "glu"):
         return 3 * dim * hidden_width(dim, mlp_mult)
     if kind == "hwnode":
-        return hwnode_param_count(dim, c.hwnode_state_dim, c.hwnode_order, c.hwnode_term_gates, c.hwnode_state_bias)
+        return _mixer(kind, "hwnode_param_count")(dim, c.hwnode_state_dim, c.hwnode_order, c.hwnode_term_gates, c.hwnode_state_bias)
     if kind == "wave":
-        return wave_param_count(dim)
+        return _mixer(kind, "wave_param_count")(dim)
     if kind == "s5":
-        return s5_param_count(dim, c.s5_state_dim, c.s5_conj_sym)
+        return _mixer(kind, "s5_param_count")(dim, c.s5_state_dim, c.s5_conj_sym)
     if kind == "hyena_s5":
-        return hyena_s5_param_count(dim, c.s5_state_dim, c.s5_conj_sym)
+        return _mixer(kind, "hyena_s5_param_count")(dim, c.s5_state_dim, c.s5_conj_sym)
     raise ValueError(f"MLP_KIND={kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
 
 

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS
-from optim.coupled_adam import CoupledAdam
 from optim.muon import Muon
 
 EMBED_OPTIMIZERS = ("adam", "coupled_adam")
@@ -54,6 +53,8 @@ def build_optimizers(model: nn.Module, args) -> tuple[list[torch.optim.Optimizer
 
     def vocab_optimizer(params, lr, weight_decay):
         if args.embed_optimizer == "coupled_adam":
+            from optim.coupled_adam import CoupledAdam  # only runs that choose it import (and a record ships) it
+
             return CoupledAdam([{"params": params, "lr": lr, "base_lr": lr}], lr=lr, betas=(args.beta1, args.beta2),
                                eps=args.adam_eps, weight_decay=weight_decay, coupled_scale=args.coupled_adam_scale)
         return adam(params, lr, weight_decay)
@@ -78,6 +79,6 @@ def describe_optimizers(model: nn.Module, optimizers: list[torch.optim.Optimizer
     for opt in optimizers:
         params = [p for g in opt.param_groups for p in g["params"]]
         held = names[id(params[0])] if len(params) == 1 else f"{len(params)} tensors"
-        extra = f"coupled_scale={opt.param_groups[0]['coupled_scale']}," if isinstance(opt, CoupledAdam) else ""
+        extra = f"coupled_scale={opt.param_groups[0]['coupled_scale']}," if "coupled_scale" in opt.param_groups[0] else ""
         parts.append(f"{type(opt).__name__}[{held}]({extra}wd={opt.param_groups[0]['weight_decay']})")
     return "optimizers: " + " ".join(parts)

@@ -21,30 +21,17 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from quant import compress as codecs
 from quant.schemes import COMPRESSORS, dtype_from_name
+from quant.qmodel import MAGIC, QuantizedModel  # noqa: F401 (re-exported: the container's magic and content)
 from quant.quantize import qmax_for
 
-MAGIC = b"PGQA"
 VERSION = 1
 _HEADER = struct.Struct("<4sBBII")
-
-
-@dataclass
-class QuantizedModel:
-    """What an artifact holds, before serialization: `entries` in manifest order (name -> record)."""
-
-    scheme: str
-    entries: dict[str, dict] = field(default_factory=dict)  # name -> {kind, shape, dtype, bits}
-    symbols: dict[str, Tensor] = field(default_factory=dict)  # int8 values of `row`/`tensor` entries
-    scales: dict[str, Tensor] = field(default_factory=dict)  # fp16 scales of `row`/`tensor` entries
-    floats: dict[str, Tensor] = field(default_factory=dict)  # stored tensors of `f16`/`f32`/`raw` entries
 
 
 def _shuffle(arrays: list[np.ndarray], width: int) -> bytes:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant.container import QuantizedModel
+from quant.qmodel import QuantizedModel
 
 
 def empirical_entropy_bits(symbols: np.ndarray) -> float:

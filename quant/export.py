@@ -2,6 +2,8 @@
 
 `int8+zlib` is written in the public baseline format (quant.int8); every other `<scheme>+<compressor>`
 goes into the checked PGQ container (quant.container). `load_artifact` reads either, by its first bytes.
+The container and the other schemes' quantizers are imported only when a run uses them (a packed record ships
+only what its run imports).
 """
 from __future__ import annotations
 
@@ -11,11 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from quant.container import MAGIC, QuantizedModel, deserialize, serialize
 from quant.entropy import EntropyReport, entropy_report
-from quant.gptq import gptq_quantize
 from quant.int8 import pack_int8_zlib, quantize_state_dict, unpack_int8_zlib
-from quant.quantize import dequantize, quantize_matrix, search_row_scales
+from quant.qmodel import MAGIC, QuantizedModel
 from quant.size import BYTE_BUDGET
 from quant.schemes import SMALL_TENSOR_MAX_NUMEL, ExportSpec, dtype_from_name, tensor_plan
 
@@ -24,6 +24,8 @@ def quantize_model(state_dict: dict[str, Tensor], scheme: str, mix, keep_float: 
                    clip_search: bool = True, hessians: dict[str, Tensor] | None = None,
                    small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> QuantizedModel:
     """Quantize every tensor as `tensor_plan` says; matrices with a Hessian go through GPTQ."""
+    from quant.quantize import quantize_matrix, search_row_scales
+
     model = QuantizedModel(scheme=scheme)
     for name, tensor in state_dict.items():
         t = tensor.detach().cpu().contiguous()
@@ -31,6 +33,8 @@ def quantize_model(state_dict: dict[str, Tensor], scheme: str, mix, keep_float: 
         model.entries[name] = {"kind": kind, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "bits": bits}
         if kind in ("row", "tensor"):
             if kind == "row" and hessians and name in hessians:
+                from quant.gptq import gptq_quantize  # GPTQ runs only with GPTQ=1: a record ships it only then
+
                 scale = search_row_scales(t, bits, clip_search)
                 model.symbols[name] = gptq_quantize(t, hessians[name], scale, bits)
                 model.scales[name] = scale.to(torch.float16)
@@ -46,6 +50,8 @@ def quantize_model(state_dict: dict[str, Tensor], scheme: str, mix, keep_float: 
 
 
 def dequantize_model(model: QuantizedModel) -> dict[str, Tensor]:
+    from quant.quantize import dequantize
+
     out = {}
     for name, entry in model.entries.items():
         dtype = dtype_from_name(entry["dtype"])
@@ -85,6 +91,8 @@ def write_artifact(state_dict: dict[str, Tensor], spec: ExportSpec, out_dir: Pat
         blob = pack_int8_zlib(state_dict, keep_fp32=keep_float)
         report = entropy_report(public_int8_as_model(state_dict, keep_float))
     else:
+        from quant.container import serialize
+
         qmodel = quantize_model(state_dict, spec.scheme, mix, keep_float, clip_search, hessians, small_numel)
         blob = serialize(qmodel, spec.compressor)
         report = entropy_report(qmodel)
@@ -96,6 +104,8 @@ def load_artifact(path: Path | str) -> dict[str, Tensor]:
     """State dict (original dtypes) from a PGQ container or a public int8+zlib file."""
     blob = Path(path).read_bytes()
     if blob[:4] == MAGIC:
+        from quant.container import deserialize
+
         return dequantize_model(deserialize(blob))
     return unpack_int8_zlib(blob)
 

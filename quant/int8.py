@@ -1,5 +1,10 @@
 """The public baseline's export: per-row int8 for matrices, per-tensor int8 for other large float tensors,
-fp16 passthrough for small ones (fp32 for control gains), torch.save + zlib level 9 ("int8_clean_per_row_v1")."""
+fp16 passthrough for small ones (fp32 for control gains), torch.save + zlib level 9 ("int8_clean_per_row_v1").
+
+Byte-identical to the public writer for the same state dict: the saved object is a dict with, in this order,
+`__quant_format__`, `quantized`, `scales`, `dtypes`, `passthrough`, then `qmeta` ({name: {"scheme": "per_row",
+"axis": 0}} for every per-row tensor) when there is one, then `passthrough_orig_dtypes` (fp16-stored tensors that
+were fp32/bf16) when there is one; every inner dict follows the state dict's order."""
 from __future__ import annotations
 
 import io
@@ -37,7 +42,7 @@ def quantize_tensor(t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def quantize_state_dict(state_dict: dict[str, Tensor], keep_fp32: tuple[str, ...] = ()) -> dict:
-    quantized, scales, dtypes, passthrough, orig_dtypes = {}, {}, {}, {}, {}
+    quantized, scales, dtypes, passthrough, orig_dtypes, qmeta = {}, {}, {}, {}, {}, {}
     for name, tensor in state_dict.items():
         t = tensor.detach().cpu().contiguous()
         if not t.is_floating_point():
@@ -46,8 +51,12 @@ def quantize_state_dict(state_dict: dict[str, Tensor], keep_fp32: tuple[str, ...
             passthrough[name] = _keep_float(name, t, keep_fp32, orig_dtypes)
         else:
             quantized[name], scales[name] = quantize_tensor(t)
+            if scales[name].ndim > 0:
+                qmeta[name] = {"scheme": "per_row", "axis": 0}
             dtypes[name] = str(t.dtype).removeprefix("torch.")
     obj = {"__quant_format__": FORMAT_TAG, "quantized": quantized, "scales": scales, "dtypes": dtypes, "passthrough": passthrough}
+    if qmeta:
+        obj["qmeta"] = qmeta
     if orig_dtypes:
         obj["passthrough_orig_dtypes"] = orig_dtypes
     return obj
@@ -57,10 +66,12 @@ def dequantize_state_dict(obj: dict) -> dict[str, Tensor]:
     if obj.get("__quant_format__") != FORMAT_TAG:
         raise ValueError(f"not an {FORMAT_TAG} artifact (format tag {obj.get('__quant_format__')!r})")
     out = {}
+    qmeta = obj.get("qmeta", {})
     for name, q in obj["quantized"].items():
         dtype = getattr(torch, obj["dtypes"][name])
         s = obj["scales"][name].float()
-        w = q.float() * (s.view(-1, *([1] * (q.ndim - 1))) if s.ndim > 0 else s)
+        per_row = qmeta.get(name, {}).get("scheme") == "per_row" or s.ndim > 0
+        w = q.float() * (s.view(q.shape[0], *([1] * (q.ndim - 1))) if per_row else s)
         out[name] = w.to(dtype).contiguous()
     orig = obj.get("passthrough_orig_dtypes", {})
     for name, t in obj["passthrough"].items():

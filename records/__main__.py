@@ -12,16 +12,21 @@ def _pack(a: argparse.Namespace) -> int:
     from records.pack import PackError, collect, run_seeds, write_record
     from records.verify import report, verify
 
+    baseline = _baseline(a)
     try:
         logs = [Path(p) for p in a.logs]
         if a.seeds:
             if logs:
                 raise PackError("give either logs or --seeds, not both")
-            logs = run_seeds([int(s) for s in a.seeds.split(",")], a.name, REPO_ROOT, a.nproc)
+            try:
+                seeds = [int(s) for s in a.seeds.split(",")]
+            except ValueError:
+                raise PackError(f"--seeds {a.seeds!r}: give comma-separated integers, e.g. --seeds 1337,1338,1339") from None
+            logs = run_seeds(seeds, a.name, REPO_ROOT, a.nproc)
         evidence = collect(logs, REPO_ROOT)
         folder = write_record(evidence, name=a.name, author=a.author, github_id=a.github_id or a.author, track=a.track,
                               blurb=a.blurb, date=a.date, out_root=Path(a.out_root) if a.out_root else None,
-                              baseline=Path(a.baseline) if a.baseline else None, copy_artifacts=a.artifacts)
+                              baseline=baseline, copy_artifacts=a.artifacts)
     except PackError as e:
         print(f"records pack: cannot pack:\n{e}", file=sys.stderr)
         return 2
@@ -35,13 +40,22 @@ def _pack(a: argparse.Namespace) -> int:
 def _smoke_data(a: argparse.Namespace):
     if bool(a.smoke_data) != bool(a.smoke_tokenizer):
         sys.exit("error: give --smoke-data and --smoke-tokenizer together")
+    if a.smoke_data and not (Path(a.smoke_data).is_dir() and Path(a.smoke_tokenizer).is_file()):
+        sys.exit(f"error: --smoke-data {a.smoke_data} must be a shard folder and --smoke-tokenizer {a.smoke_tokenizer} a "
+                 ".model file; check both paths")
     return (Path(a.smoke_data), Path(a.smoke_tokenizer)) if a.smoke_data else None
+
+
+def _baseline(a: argparse.Namespace) -> Path | None:
+    if a.baseline and not Path(a.baseline).is_dir():
+        sys.exit(f"error: --baseline {a.baseline}: no such folder; pass the record folder to beat (records/<track>/<date>_<name>/)")
+    return Path(a.baseline) if a.baseline else None
 
 
 def _verify(a: argparse.Namespace) -> int:
     from records.verify import report, verify
 
-    checks = verify(Path(a.folder), baseline=Path(a.baseline) if a.baseline else None, smoke=not a.no_smoke, smoke_data=_smoke_data(a))
+    checks = verify(Path(a.folder), baseline=_baseline(a), smoke=not a.no_smoke, smoke_data=_smoke_data(a))
     print(report(checks))
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
@@ -54,17 +68,10 @@ def _leaderboard(a: argparse.Namespace) -> int:
 
 
 def _unpack(a: argparse.Namespace) -> int:
-    from records.bundle import unpack
+    from records.unpack import unpack_file
 
-    try:
-        bundle = unpack(Path(a.file).read_bytes())
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {a.file}: {e}")
-    out = Path(a.out_dir)
-    for rel, src in bundle.sources.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(src, encoding="utf-8")
-        print(out / rel)
+    for path in unpack_file(Path(a.file), Path(a.out_dir), force=a.force):
+        print(path)
     return 0
 
 
@@ -127,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", action="store_true")
     p.set_defaults(func=_leaderboard)
 
-    p = sub.add_parser("unpack", help="write the sources embedded in a packed train_gpt.py (nothing is executed)")
+    p = sub.add_parser("unpack", help="write the sources embedded in a packed train_gpt.py into DIR (nothing is executed)")
     p.add_argument("file")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", metavar="DIR")
+    p.add_argument("--force", action="store_true", help="replace files that already exist in DIR (never through a link)")
     p.set_defaults(func=_unpack)
 
     p = sub.add_parser("plot", help="train loss and val bpb against training time, one curve per log (seeds, recipes)")
@@ -140,7 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_plot)
 
     a = ap.parse_args(argv)
-    return a.func(a)
+    from records.leaderboard import LeaderboardError
+    from records.pack import PackError
+    from records.unpack import UnpackError
+
+    try:
+        return a.func(a)
+    except (LeaderboardError, UnpackError, PackError) as e:
+        print(f"records {a.cmd}: {e}", file=sys.stderr)
+    except OSError as e:  # unreadable file, full disk, no permission: name it, no traceback
+        print(f"records {a.cmd}: {e.filename or ''}: {e.strerror or e}; check the path and its permissions", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"records {a.cmd}: interrupted", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,49 +1,69 @@
-"""Flatten train_gpt.py and the project modules it imports into ONE self-contained train_gpt.py.
+"""Flatten train_gpt.py and the project modules its run imports into ONE self-contained train_gpt.py.
 
-Design: every source is embedded verbatim as a string, keyed by its path relative to the repository root.
-At start-up a small import hook (a `sys.meta_path` finder) registers each one under its import name, so
-`from arch.gpt import GPT`, lazy imports inside functions and relative imports all resolve to the embedded
-copy and never to files on disk; each module keeps its own namespace, so names that clash between modules
-cannot collide, and a module's `if __name__ == "__main__":` block stays inert (its __name__ is its import
-name). Then train_gpt.py runs as __main__. Nothing is renamed or concatenated, so the flattening cannot
-change what the code means. A project import that was not packed fails loudly (ImportError naming it)
-instead of silently falling back to a copy found on sys.path.
+Which modules ship: the entry, the modules a run's knobs need (the trainer names them, `optional_modules` in
+train_gpt.py) and everything their module-level imports reach. Imports inside functions are lazy: they ship only
+through the knobs that use them. Builders and tools never ship (NEVER_SHIPPED: the sample-data builder, data export
+and download, the audit, the budget CLI; tests/, records/, sweep/, rl/, bench/); a module-level import of one is an
+error, not a silent omission.
 
-The readable bundle is then compressed (lzma, base85 text, the records' two-line self-extracting form):
-the bytes of that file are the code bytes that count against the 16,000,000-byte cap. `unpack` recovers
-the verbatim sources without executing anything. This module imports only the standard library, so the
-trainer's size accounting (quant/size.py) can call `packed_size` without importing train_gpt.
+How they run: every source is embedded as a string keyed by its path relative to the repository root. At start-up
+a small import hook (a `sys.meta_path` finder) registers each one under its import name, so `from arch.gpt import
+GPT`, lazy imports and relative imports resolve to the embedded copy and never to files on disk; each module keeps
+its own namespace and its `if __name__ == "__main__":` block stays inert. A project import that was not packed fails
+loudly (ImportError naming it) instead of loading a copy found on disk. Then train_gpt.py runs as __main__.
+
+Format v2 (what `pack` writes): the sources embedded in their compact form (records/compact.py: no comments,
+docstrings or signature annotations; same syntax tree otherwise), the bundle compressed with lzma (.lzma "alone"
+container, preset 9e) and stored as a latin-1 string literal, one source byte per payload byte (base85 costs 25%):
+
+    #coding:latin-1
+    _b=<the payload in triple quotes; only NUL, CR, backslash and the quote character escaped>
+    import lzma;exec(lzma.decompress(_b.encode("latin-1")))
+
+The size of that file is the code size that counts against the 16,000,000-byte cap. `unpack` recovers the embedded
+sources without executing anything. Format v1 (verbatim sources, lzma + base85; records/bundle_v1.py) is still read
+and checked. This module imports only the standard library and records/ helpers, so the trainer's size accounting
+(quant/size.py) can call `shipped_sources` and `packed_size` without importing train_gpt.
 """
 from __future__ import annotations
 
 import ast
-import base64
 import lzma
-import sys
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-ENTRY = "train_gpt.py"
-NOT_SHIPPED = frozenset({"tests", "records"})  # tooling folders: never imported by a run, never packed
-# Compression used for the shipped file; `readable` bundles are for inspection and tests.
-LZMA_PRESET = 6  # lzma default; 9 and 9e gave no smaller output on our ~100 KB of sources
-# Two lines, so a traceback through the wrapper quotes the short exec line, not the whole payload.
-_WRAP_HEAD = b'import lzma,base64;_b=b"'
-_WRAP_TAIL = b'"\nexec(lzma.decompress(base64.b85decode(_b)))\n'
-_SOURCES_VAR = "_SOURCES"
+from records import bundle_v1
+from records.compact import compact_source
 
-# The runner that ends every bundle. Kept short because it is counted, and free of names a trainer might use.
+ENTRY = "train_gpt.py"
+FORMAT_VERSION = 2
+NOT_SHIPPED = frozenset({"tests", "records", "sweep", "rl", "bench"})  # tooling packages: never imported by a run
+NEVER_SHIPPED = frozenset({"data.sample", "data.export", "data.download", "eval.audit", "arch.budget"})  # builders, CLIs
+_HEAD = b'#coding:latin-1\n_b="""'
+_TAIL = b'"""\nimport lzma;exec(lzma.decompress(_b.encode("latin-1")))\n'
+_MARK = "# records-pack v2"
+_SOURCES_VAR = "_S"
+_LZMA = dict(format=lzma.FORMAT_ALONE, filters=[{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0,
+                                                 "pb": 0}])  # pb=0: text has no 2^pb byte alignment
+_SAFE_KEY = re.compile(r"^[A-Za-z_][\w\-]*(?:/[A-Za-z_][\w\-]*)*\.py$")
+
+# The runner that ends every v2 bundle (compacted when packed, so its comments cost nothing).
 _BOOTSTRAP = '''
 import importlib.abc as _abc, importlib.util as _util, linecache as _lc, sys as _sys
 
 
+class _NotPacked(ImportError):
+    """A project module this record does not ship: reported in one line, without a traceback."""
+
+
 class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
-    """Serves the embedded sources as modules; claims their top-level names so nothing leaks in from disk."""
+    """Serves the embedded sources as modules; claims their top-level names so nothing of ours loads from disk."""
 
     def __init__(self, sources):
-        self.files = {}
-        for path, source in sources.items():
+        self.sources, self.files = sources, {}
+        for path in sources:
             parts = path[:-3].split("/")
             package = parts[-1] == "__init__"
             self.files[".".join(parts[:-1] if package else parts)] = (path, package)
@@ -51,46 +71,56 @@ class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
             while "." in name:
                 name = name.rpartition(".")[0]
                 self.files.setdefault(name, (None, True))
-        self.sources = sources
         self.roots = {name.partition(".")[0] for name in self.files}
 
     def find_spec(self, name, path=None, target=None):
         if name in self.files:
-            return _util.spec_from_loader(name, self, origin="<packed>/" + str(self.files[name][0]), is_package=self.files[name][1])
+            path, package = self.files[name]
+            return _util.spec_from_loader(name, self, origin=f"<packed>/{path}", is_package=package)
         if name.partition(".")[0] in self.roots:
-            raise ImportError(f"{name} is a project module that was not packed into this train_gpt.py (packing found no import "
-                              f"of it); import it by a literal name so `records pack` sees it, then re-pack", name=name)
-        return None
+            raise _NotPacked(f"{name} is not packed into this train_gpt.py (a record ships only the modules its run imported): "
+                             "set the knobs its README gives (DATA_PATH and TOKENIZER_PATH for the data), or run the harness "
+                             "repository's train_gpt.py", name=name)
 
     def create_module(self, spec):
         return None
 
     def exec_module(self, module):
         path = self.files[module.__name__][0]
-        if path is not None:
-            module.__file__ = "<packed>/" + path  # not on disk; inspect and tracebacks find the source in linecache
+        if path:
+            module.__file__ = f"<packed>/{path}"  # not on disk; inspect and tracebacks read linecache
             exec(self.compile(path), module.__dict__)
 
     def compile(self, path):
-        source, filename = self.sources[path], "<packed>/" + path
-        _lc.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks show real lines
+        source, filename = self.sources[path], f"<packed>/{path}"
+        _lc.cache[filename] = (len(source), None, source.splitlines(True), filename)
         return compile(source, filename, "exec", dont_inherit=True)
 
 
-_packed = _PackedModules(_SOURCES)
+def _report(kind, value, tb):
+    """The traceback module reads linecache (the C hook reads lines from disk); a module not shipped is one line."""
+    if isinstance(value, _NotPacked):
+        print(f"error: {value}", file=_sys.stderr)
+    else:
+        import traceback
+
+        traceback.print_exception(kind, value, tb)
+
+
+_packed = _PackedModules(_S)
 _sys.meta_path.insert(0, _packed)
-if _sys.excepthook is _sys.__excepthook__:  # the C hook reads lines from disk; the traceback module reads linecache
-    import traceback as _tb
-    _sys.excepthook = _tb.print_exception
+if _sys.excepthook is _sys.__excepthook__:
+    _sys.excepthook = _report
 exec(_packed.compile(__ENTRY__), globals())
 '''
 
 
 @dataclass(frozen=True)
 class Bundle:
-    sources: dict[str, str]  # relative path -> verbatim source, entry included
+    sources: dict[str, str]  # relative path -> embedded source (compact in v2, verbatim in v1), entry included
     entry: str
     compressed: bool
+    version: int = FORMAT_VERSION
 
 
 def module_name(rel_path: str) -> str:
@@ -100,12 +130,16 @@ def module_name(rel_path: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Which sources ship
+# Imports
+
+
+def _never_shipped(name: str) -> bool:
+    return name.partition(".")[0] in NOT_SHIPPED or any(name == m or name.startswith(m + ".") for m in NEVER_SHIPPED)
 
 
 def _resolve(root: Path, name: str) -> Path | None:
     """The project file that module `name` is (a.b -> a/b.py or a/b/__init__.py), or None if not ours."""
-    if not name or name.partition(".")[0] in NOT_SHIPPED:
+    if not name:
         return None
     base = root.joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
@@ -175,8 +209,9 @@ def _module_of(root: Path, path: Path) -> tuple[str, bool]:
     return module_name(rel), rel.endswith("/__init__.py")
 
 
-def import_closure(root: Path, start: list[Path]) -> set[Path]:
-    """Every project source reachable from `start` through imports (lazy ones included), parents packages too."""
+def import_closure(root: Path, start: list[Path], lazy: bool = True) -> set[Path]:
+    """Every project source reachable from `start` through imports (lazy ones too unless `lazy=False`), parent
+    packages included. With `lazy=False` a module-level import of a never-shipped module raises ValueError."""
     root = root.resolve()
     entry = start[0].resolve()
     todo, seen = [p.resolve() for p in start], set()
@@ -187,31 +222,36 @@ def import_closure(root: Path, start: list[Path]) -> set[Path]:
         seen.add(path)
         module, is_package = _module_of(root, path) if path != entry else ("__main__", False)
         for imp in imported_names(path.read_text(encoding="utf-8"), module, is_package, skip_main_guard=path != entry):
+            if imp.lazy and not lazy:
+                continue
             parts = imp.name.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
-                found = _resolve(root, ".".join(parts[:i]))
-                if found is not None and found not in seen:
-                    todo.append(found)
+                name = ".".join(parts[:i])
+                found = _resolve(root, name)
+                if found is None or found in seen:
+                    continue
+                if _never_shipped(name):
+                    if not lazy:
+                        raise ValueError(f"{path.relative_to(root).as_posix()} imports {name} at module level, but {name} never "
+                                         "ships in a record: import it inside the function that needs it")
+                    continue
+                todo.append(found)
     return seen
 
 
-def shipped_sources(root: Path, entry: Path) -> list[Path]:
-    """The entry, then (sorted) every project module that ships with it: the ones imported so far in this process
-    plus every one its imports can reach, so a record never depends on which code path a run happened to take
-    (e.g. whether the sample dataset was cached). Tooling (tests/, records/) is left out."""
+def shipped_sources(root: Path, entry: Path, modules: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """The entry, then (sorted) every project module a record of this run ships: the `modules` the run's knobs need
+    (optional_modules in train_gpt.py) and all that the entry's and their module-level imports reach."""
     root, entry = root.resolve(), entry.resolve()
-    loaded = set()
-    for module in list(sys.modules.values()):
-        f = getattr(module, "__file__", None)
-        if not f or not Path(f).is_absolute():  # torch.ops reports a bare '_ops.py'; never ours
-            continue
-        p = Path(f).resolve()
-        parts = p.relative_to(root).parts if p.is_relative_to(root) else ()
-        # an environment made inside the repository (.venv/, venv/: ./run.sh makes .venv) holds no project code
-        installed = any(d.startswith(".") or d in ("site-packages", "dist-packages") for d in parts[:-1])
-        if p.suffix == ".py" and parts and not NOT_SHIPPED & set(parts) and not installed:
-            loaded.add(p)
-    found = import_closure(root, [entry, *sorted(loaded)]) - {entry}
+    start = [entry]
+    for name in modules:
+        if _never_shipped(name):
+            raise ValueError(f"{name} never ships in a record (a builder or a tool); it cannot be one of a run's modules")
+        path = _resolve(root, name)
+        if path is None:
+            raise ValueError(f"{name} is not a module of {root}; the run's knobs name a module that does not exist")
+        start.append(path)
+    found = import_closure(root, start, lazy=False) - {entry}
     return [entry] + sorted(found)
 
 
@@ -240,43 +280,62 @@ def read_sources(paths: list[Path], root: Path | None = None) -> dict[str, str]:
         if not p.is_relative_to(root):
             raise ValueError(f"{p} is outside {root}; only the project's own modules can be packed")
         rel = p.relative_to(root).as_posix()
-        if not rel.endswith(".py"):
-            raise ValueError(f"{rel} is not a .py source; only Python modules can be packed")
+        if not _SAFE_KEY.match(rel):
+            raise ValueError(f"{rel} is not a packable module path (a .py file under the repository, plain names only)")
         sources[rel] = p.read_bytes().decode("utf-8")
     return sources
 
 
-def bundle_source(sources: dict[str, str], entry: str = ENTRY) -> str:
-    """The readable one-file bundle: a header, every source verbatim, then the runner."""
+def compact_sources(sources: dict[str, str]) -> dict[str, str]:
+    """The form a v2 bundle embeds (records/compact.py)."""
+    return {rel: compact_source(src) for rel, src in sources.items()}
+
+
+def bundle_source(sources: dict[str, str], entry: str = ENTRY, version: int = FORMAT_VERSION) -> str:
+    """The readable one-file bundle: a header line, every source as given, then the runner."""
     if entry not in sources:
         raise ValueError(f"the entry {entry} is not among the sources {sorted(sources)}")
+    if version == 1:
+        return bundle_v1.bundle_text(sources, entry, _literal, module_name)
     modules = sorted(k for k in sources if k != entry)
-    names = ", ".join(module_name(k) for k in modules) or "none"
-    lines = [
-        f'"""{entry} packed by `python -m records pack`: the trainer plus the project modules it ran with ({names}).',
-        "Each source is embedded verbatim and registered under its import name at start-up, then the trainer runs as",
-        f'__main__. Readable copies of the sources: python -m records unpack {entry} OUT_DIR"""',
-        f"{_SOURCES_VAR} = {{}}",
-    ]
-    for key in modules + [entry]:
-        lines.append(f"{_SOURCES_VAR}[{key!r}] = {_literal(sources[key])}")
-    return "\n".join(lines) + "\n" + _BOOTSTRAP.replace("__ENTRY__", repr(entry))
+    names = ",".join(module_name(k) for k in modules) or "none"
+    lines = [f"{_MARK}: {entry} + {names}; readable sources: python -m records unpack {entry} DIR", f"{_SOURCES_VAR}={{}}"]
+    lines += [f"{_SOURCES_VAR}[{key!r}]={_literal(sources[key])}" for key in modules + [entry]]
+    return "\n".join(lines) + "\n" + compact_source(_BOOTSTRAP).replace("__ENTRY__", repr(entry))
+
+
+def _escape(blob: bytes) -> bytes:
+    """`blob` as the body of a triple-quoted literal in a latin-1 source file: only NUL, CR, backslash and the quote
+    escaped (Python reads a raw CR as a newline; a raw LF stays an LF inside triple quotes)."""
+    out = bytearray()
+    for i, b in enumerate(blob):
+        if b == 0:
+            out += b"\\x00" if i + 1 < len(blob) and 0x30 <= blob[i + 1] <= 0x37 else b"\\0"  # \0 then a digit is octal
+        elif b == 0x0D:
+            out += b"\\r"
+        elif b in (0x5C, 0x22):
+            out += b"\\" + bytes([b])
+        else:
+            out.append(b)
+    return bytes(out)
 
 
 def compress_bundle(text: str) -> bytes:
-    """The self-extracting form the records use: exec(lzma(base85))."""
-    blob = base64.b85encode(lzma.compress(text.encode("utf-8"), preset=LZMA_PRESET))
-    return _WRAP_HEAD + blob + _WRAP_TAIL
+    """The self-extracting v2 file: lzma of the bundle as a latin-1 string literal."""
+    return _HEAD + _escape(lzma.compress(text.encode("utf-8"), **_LZMA)) + _TAIL
 
 
-def pack_sources(sources: dict[str, str], entry: str = ENTRY, compress: bool = True) -> bytes:
-    text = bundle_source(sources, entry)
-    return compress_bundle(text) if compress else text.encode("utf-8")
+def pack_sources(sources: dict[str, str], entry: str = ENTRY, compress: bool = True, version: int = FORMAT_VERSION) -> bytes:
+    """The packed file for sources already in their embedded form (see compact_sources)."""
+    text = bundle_source(sources, entry, version)
+    if not compress:
+        return text.encode("utf-8")
+    return bundle_v1.compress(text) if version == 1 else compress_bundle(text)
 
 
 def pack_files(paths: list[Path], root: Path | None = None, compress: bool = True) -> bytes:
-    """The bytes of the one-file train_gpt.py made from `paths` (entry first, as quant.size.project_sources lists them)."""
-    sources = read_sources(paths, root)
+    """The bytes of the one-file train_gpt.py made from `paths` (entry first, as shipped_sources lists them)."""
+    sources = compact_sources(read_sources(paths, root))
     return pack_sources(sources, next(iter(sources)), compress)
 
 
@@ -289,39 +348,78 @@ def packed_size(paths: list[Path], root: Path | None = None) -> int:
     return len(pack_files(paths, root))
 
 
+# --------------------------------------------------------------------------------------------------
+# Reading a packed file
+
+
+def format_version(data: bytes) -> int | None:
+    """2 or 1 for a compressed packed train_gpt.py, None for anything else."""
+    if data.startswith(_HEAD):
+        return 2
+    if data.startswith(bundle_v1.HEAD):
+        return 1
+    return None
+
+
 def is_packed(data: bytes) -> bool:
-    return data.startswith(_WRAP_HEAD)
+    return format_version(data) is not None
+
+
+def _v2_payload(data: bytes) -> str:
+    if not data.endswith(_TAIL):
+        raise ValueError("the file starts like a packed train_gpt.py but its self-extracting line is cut or edited")
+    try:
+        tree = ast.parse(data.decode("latin-1"))
+        literal = tree.body[0].value.value
+        return lzma.decompress(literal.encode("latin-1")).decode("utf-8")
+    except (SyntaxError, AttributeError, IndexError, UnicodeError, lzma.LZMAError) as e:
+        raise ValueError(f"the compressed payload does not decode ({e})") from None
 
 
 def unpack(data: bytes) -> Bundle:
-    """Recover the embedded sources from a packed file without executing it; ValueError if it is not one."""
-    compressed = data.startswith(_WRAP_HEAD)
-    if compressed:
-        if not data.endswith(_WRAP_TAIL):
-            raise ValueError("the file starts like a packed train_gpt.py but its self-extracting line is cut or edited")
-        try:
-            text = lzma.decompress(base64.b85decode(data[len(_WRAP_HEAD) : -len(_WRAP_TAIL)])).decode("utf-8")
-        except (ValueError, lzma.LZMAError) as e:
-            raise ValueError(f"the compressed payload does not decode ({e})") from None
+    """Recover the embedded sources from a packed file without executing it; ValueError if it is not one, or if a
+    source is keyed by anything but a plain relative .py path (a crafted file must not name where unpack writes)."""
+    version = format_version(data)
+    if version == 2:
+        text = _v2_payload(data)
+    elif version == 1:
+        text = bundle_v1.decompress(data)
     else:
-        text = data.decode("utf-8")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        first = text.partition("\n")[0]
+        if not (first.startswith(_MARK) or "packed by `python -m records pack`" in first):
+            raise ValueError("no embedded sources found: this is not a train_gpt.py made by `python -m records pack`")
+        version = 2 if first.startswith(_MARK) else 1
     try:
         tree = ast.parse(text)
     except SyntaxError as e:
         raise ValueError(f"not valid Python ({e})") from None
+    var = _SOURCES_VAR if version == 2 else bundle_v1.SOURCES_VAR
     sources: dict[str, str] = {}
     entry = None
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript)
-                and isinstance(node.targets[0].value, ast.Name) and node.targets[0].value.id == _SOURCES_VAR):
-            sources[ast.literal_eval(node.targets[0].slice)] = ast.literal_eval(node.value)
-            entry = ast.literal_eval(node.targets[0].slice)  # the entry is embedded last
+                and isinstance(node.targets[0].value, ast.Name) and node.targets[0].value.id == var):
+            try:
+                key, value = ast.literal_eval(node.targets[0].slice), ast.literal_eval(node.value)
+            except ValueError:
+                raise ValueError("an embedded source is not a plain string literal") from None
+            if not (isinstance(key, str) and isinstance(value, str)):
+                raise ValueError("an embedded source is not a plain string literal")
+            if not _SAFE_KEY.match(key) or ".." in key.split("/"):
+                raise ValueError(f"an embedded source is keyed {key!r}: only plain relative .py paths are allowed")
+            sources[key] = value
+            entry = key  # the entry is embedded last
     if not sources:
         raise ValueError("no embedded sources found: this is not a train_gpt.py made by `python -m records pack`")
-    return Bundle(sources=sources, entry=entry, compressed=compressed)
+    return Bundle(sources=sources, entry=entry, compressed=format_version(data) is not None, version=version)
 
 
 def is_reproducible(data: bytes) -> tuple[bool, Bundle]:
-    """Whether packing the embedded sources again gives these exact bytes (so nothing was edited by hand)."""
+    """Whether packing the embedded sources again, in the file's own format, gives these exact bytes (nothing was
+    edited by hand)."""
     bundle = unpack(data)
-    return pack_sources(bundle.sources, bundle.entry, bundle.compressed) == data, bundle
+    return pack_sources(bundle.sources, bundle.entry, bundle.compressed, bundle.version) == data, bundle

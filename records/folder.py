@@ -30,12 +30,26 @@ def find_json(folder: Path) -> Path | None:
     return others[0] if others else None
 
 
+NOT_LOGS = ("requirements.txt",)
+LOG_SEARCH_DEPTH = 3  # the folder, logs/, ttt_pr1767/, logs_experiment/...: records keep logs in subfolders
+
+
 def find_logs(folder: Path) -> list[Path]:
-    """Train logs: *.log and *.txt in the folder or its logs/ subfolder (requirements.txt is not a log)."""
+    """Candidate train logs: *.log and *.txt anywhere in the folder (a few levels deep), requirements.txt excluded.
+    Whether one really is a train log is for the reader to say (records/claims.py keeps those with a run in them)."""
     found = []
-    for d in (folder, folder / "logs"):
-        if d.is_dir():
-            found += [p for p in sorted(d.iterdir()) if p.is_file() and p.suffix in (".log", ".txt") and p.name != "requirements.txt"]
+
+    def walk(d: Path, depth: int) -> None:
+        for p in sorted(d.iterdir()):
+            if p.name.startswith((".", "_")) or (p.is_symlink() and p.is_dir()):  # a linked folder may lead out of the record
+                continue
+            if p.is_dir() and depth < LOG_SEARCH_DEPTH:
+                walk(p, depth + 1)
+            elif p.is_file() and p.suffix in (".log", ".txt") and p.name not in NOT_LOGS:
+                found.append(p)
+
+    if folder.is_dir():
+        walk(folder, 1)
     return found
 
 

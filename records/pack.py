@@ -1,7 +1,7 @@
 """`python -m records pack`: turn finished runs into records/<track>/<date>_<name>/.
 
 The folder holds README.md, submission.json, the train logs, requirements.txt, optionally the artifacts, and
-ONE train_gpt.py: the trainer plus every project module it ships with, packed by records/bundle.py. Packing
+ONE train_gpt.py: the trainer plus the project modules its run imports, packed by records/bundle.py. Packing
 refuses evidence that would make a broken submission: unfinished logs, repeated seeds, runs of different code
 or configs, sources edited since the runs, a logged code size that is not the packed file's, an over-budget
 total, a CPU run on the record track.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import math
 import os
 import re
 import shlex
@@ -44,6 +45,13 @@ class Evidence:
     env: dict[str, str]  # config knobs the runs set (per-run knobs removed)
 
 
+def _score_format(name: str, log: RunLog) -> str:
+    """The export format a score line is about: `final_int6_zstd_roundtrip` -> int6+zstd; a sliding or TTT line
+    scores the first format (the one whose total the log counts)."""
+    m = re.match(r"final_(\w+?)_(zlib|zstd|lzma|brotli|ans)_roundtrip", name)
+    return f"{m.group(1)}+{m.group(2)}" if m else (log.total_tag or "the submission's")
+
+
 def config_env(log: RunLog) -> dict[str, str]:
     return {k: v for k, v in (log.env or {}).items() if k not in PER_RUN_KNOBS}
 
@@ -62,8 +70,8 @@ def collect(log_paths: list[Path], repo_root: Path = REPO_ROOT) -> Evidence:
         log = parse_log(p)
         logs.append(log)
         missing = []
-        if not log.exact:
-            missing.append("a final `..._exact val_loss:... val_bpb:...` line (the run did not finish)")
+        if not log.exact:  # this harness's trainer ends every evaluation with an 8-decimal `<eval>_exact` line
+            missing.append("the final `<eval>_exact val_loss:... val_bpb:...` line the trainer prints last (the run did not finish)")
         if log.seed is None:
             missing.append("the `seed:N` line")
         if log.total_bytes is None or log.code_bytes is None or log.model_bytes is None:
@@ -76,6 +84,11 @@ def collect(log_paths: list[Path], repo_root: Path = REPO_ROOT) -> Evidence:
             problems.append(f"{p} lacks " + "; ".join(missing))
         if log.targets_scored and log.targets_scored[0] != log.targets_scored[1]:
             problems.append(f"{p}: val_targets_scored:{log.targets_scored[0]}/{log.targets_scored[1]}: not every target was scored")
+        for score in log.scores:
+            if not (math.isfinite(score.val_bpb) and (score.val_loss is None or math.isfinite(score.val_loss))):
+                problems.append(f"{p}: `{score.name}` scored val_bpb {score.val_bpb} (not a number) in format "
+                                f"{_score_format(score.name, log)}: that export broke (e.g. a value overflowing fp16); fix it or "
+                                "drop the format from EXPORT_SCHEMES, then re-run")
     if problems:
         raise PackError("\n".join(problems))
 
@@ -116,10 +129,14 @@ def collect(log_paths: list[Path], repo_root: Path = REPO_ROOT) -> Evidence:
         raise PackError("\n".join(problems))
 
     paths = [repo_root / rel for rel in first.snapshot_files]
-    unreached = sorted(p.relative_to(repo_root.resolve()).as_posix() for p in import_closure(repo_root, paths) - {p.resolve() for p in paths})
+    try:
+        reached = import_closure(repo_root, paths, lazy=False)
+    except ValueError as e:
+        raise PackError(f"the logged code cannot be packed: {e}") from None
+    unreached = sorted(p.relative_to(repo_root.resolve()).as_posix() for p in reached - {p.resolve() for p in paths})
     if unreached:
-        raise PackError(f"the runs' imports reach {unreached}, which their code snapshot lacks: the logs were made by an older "
-                        "trainer; re-run with the current one so the logged code size covers everything that ships")
+        raise PackError(f"the runs' module-level imports reach {unreached}, which their code snapshot lacks: the logs were made "
+                        "by an older trainer; re-run with the current one so the logged code size covers everything that ships")
     packed = pack_files(paths, repo_root)
     for log in logs:
         if log.code_bytes != len(packed):
@@ -164,13 +181,25 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def baseline_scores(folder: Path) -> tuple[list[float], str]:
-    """Per-seed bpb of a baseline record folder: from its logs, else its submission.json (tolerant of A8 defects)."""
+    """Per-seed bpb of a baseline record folder, never looser than what it claims: its per-seed claims; else its
+    seeds' logged scores (records/claims.py: reported runs only, one value per seed, ablations and duplicate logs
+    left out) when their mean is the claimed val_bpb (or there is no claim); else the claimed val_bpb alone."""
+    from records.claims import agrees
     from records.leaderboard import read_entry
 
-    entry = read_entry(folder)
-    if not entry.seed_bpbs and entry.val_bpb is None:
+    if not Path(folder).is_dir():
+        raise PackError(f"baseline {folder}: no such folder; pass a record folder (records/<track>/<date>_<name>/)")
+    entry = read_entry(Path(folder))
+    reading = entry.reading
+    claimed = [c.bpb for c in reading.seed_claims.values() if c.bpb is not None]
+    if claimed and (reading.listed_seeds is None or len(claimed) == len(reading.listed_seeds)):
+        return claimed, entry.name
+    logged = list(reading.seed_scores().values())
+    if logged and (reading.bpb is None or agrees(statistics.fmean(logged), reading.bpb)):
+        return logged, entry.name
+    if entry.val_bpb is None:
         raise PackError(f"baseline {folder}: no val_bpb in its submission json or logs; pick a record folder with a score")
-    return (entry.seed_bpbs or [entry.val_bpb]), entry.name
+    return [entry.val_bpb], entry.name
 
 
 def build_submission(ev: Evidence, name: str, author: str, github_id: str, track: str, date: str, blurb: str,
@@ -284,10 +313,11 @@ def build_readme(sub: dict, ev: Evidence, track: str) -> str:
         "## Code",
         "",
         f"`train_gpt.py` is ONE self-contained file ({sub['bytes_code']:,} bytes, the bytes counted above): the trainer and the "
-        f"{len(sub['packed_modules'])} project modules it ships with ({', '.join(sub['packed_modules'])}), {sub['bytes_code_sources']:,} bytes of "
-        "source, embedded verbatim, registered under their import names at start-up, and compressed (lzma + base85). "
-        "Read them with `python -m records unpack train_gpt.py src/` from the harness repository, or by hand: the file is "
-        "`exec(lzma.decompress(base64.b85decode(...)))` of a readable Python bundle.",
+        f"{len(sub['packed_modules'])} project modules its run imports ({', '.join(sub['packed_modules'])}), {sub['bytes_code_sources']:,} "
+        "bytes of source, embedded without comments and docstrings, registered under their import names at start-up, and "
+        "compressed (lzma, stored as a latin-1 string: records-pack v2). Read them with `python -m records unpack train_gpt.py "
+        "src/` from the harness repository, or by hand: the file is `exec(lzma.decompress(...))` of a readable Python bundle; "
+        "the commented sources are in the logs' code snapshot.",
         "",
     ]
     return "\n".join(lines)
@@ -295,8 +325,10 @@ def build_readme(sub: dict, ev: Evidence, track: str) -> str:
 
 def _data_note(log: RunLog) -> str:
     if "data:sample_dataset" in log.text:
-        return ("These runs used the offline sample dataset (Python's own documentation, vocab "
-                f"{(log.env or {}).get('VOCAB_SIZE', 1024)}), which the script builds and caches by itself when `DATA_PATH` is unset.")
+        return ("These runs used the harness's offline sample dataset (Python's own documentation, vocab "
+                f"{(log.env or {}).get('VOCAB_SIZE', 1024)}). A record does not ship the sample builder: build it once in the harness "
+                "repository (`python -c \"from data.sample import ensure_sample_dataset as e; d = e(); print(d.data_path, "
+                "d.tokenizer_path)\"`) and run this file with `DATA_PATH` and `TOKENIZER_PATH` set to the two printed paths.")
     m = re.search(r"^train_loader:dataset:(\S+)", log.text, re.M)
     name = m.group(1) if m else "the same dataset"
     return (f"These runs used the dataset `{name}`: point `DATA_PATH` at its shard folder and `TOKENIZER_PATH` at its "

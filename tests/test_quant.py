@@ -217,7 +217,7 @@ def test_code_size_is_replaceable_and_budget_checked(tmp_path):
     from records.bundle import pack_files  # the default measure: the one packed train_gpt.py a record ships
 
     assert code_size(tmp_path, entry).nbytes == len(pack_files([entry], tmp_path))
-    set_code_counter(lambda root, e: CodeSize(123, [e], "packed"))
+    set_code_counter(lambda root, e, modules: CodeSize(123, [e], "packed"))
     try:
         assert code_size(tmp_path, entry).nbytes == 123
     finally:

@@ -72,14 +72,18 @@ def test_pack_then_verify_passes(record):
     assert ignored.returncode == 1  # a committed record folder keeps its artifacts
     assert folder.parent.name == "track_non_record_16mb" and folder.name == "2026-01-02_tiny"
     checks = status(verify(folder, smoke_data=data))
-    for name in ("files", "submission", "logs", "json-vs-logs", "size", "packed-file", "smoke", "significance"):
+    for name in ("files", "submission", "logs", "json-vs-logs", "size", "packed-file", "smoke"):
         assert checks[name][0] == "PASS", (name, checks[name])
+    assert checks["significance"] == ("SKIP", "non-record submission: no claim against the leaderboard to test")  # compared nothing
+    assert "format v2" in checks["packed-file"][1] and "run_env = the logs' knobs" in checks["json-vs-logs"][1]
     assert checks["audit"][0] in ("SKIP", "PASS")  # SKIP while eval.audit does not exist: never a silent pass
     assert "outside the repository" in checks["smoke"][1] and "no repository module loaded" in checks["smoke"][1]
     sub = json.loads((folder / "submission.json").read_text())
     assert sub["track"] == "non-record-16mb" and sub["seeds"] == [1, 2] and sub["hardware"] == "1xCPU"
     assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size < sub["bytes_code_sources"]
-    assert "data.sample" in sub["packed_modules"] and "records.bundle" not in sub["packed_modules"]
+    assert "records.bundle" not in sub["packed_modules"] and "quant.int8" in sub["packed_modules"]
+    # only what the default run imports: no sample builder, data export, TTT, GPTQ, container or non-baseline mixer
+    assert not {"data.sample", "data.export", "eval.ttt", "quant.gptq", "quant.container", "arch.s5", "arch.hwnode"} & set(sub["packed_modules"])
     readme = (folder / "README.md").read_text()
     assert "Non-record submission" in readme and "trained on CPU" in readme and "python train_gpt.py" in readme
     assert "![seed 1: train loss and val bpb against training time](train_seed1.png)" in readme  # records/plot.py
@@ -126,7 +130,7 @@ def test_missing_or_unfinished_log_is_caught(record, tmp_path):
     text = (folder / "train_seed1.log").read_text()
     (folder / "train_seed1.log").write_text(re.sub(r"^final_\w+_exact.*\n", "", text, flags=re.M))
     checks = status(verify(folder, smoke=False))
-    assert "train_seed1.log has no final `..._exact" in checks["logs"][1]
+    assert "train_seed1.log has no final `<eval>_exact" in checks["logs"][1]
 
 
 def test_oversized_artifact_is_caught(record, tmp_path):
@@ -229,4 +233,97 @@ def test_trainer_code_size_is_the_packed_file(runs):
     log = parse_log(runs[1][0])
     assert log.snapshot_files[0] == "train_gpt.py" and "records/bundle.py" not in log.snapshot_files
     assert log.code_bytes == len(pack_files([ROOT / f for f in log.snapshot_files], ROOT))
-    assert "data/export.py" in log.snapshot_files  # reached only lazily (via data.sample): packed all the same
+    assert not {"data/sample.py", "data/export.py", "eval/ttt.py", "arch/wave.py"} & set(log.snapshot_files)  # not imported: not shipped
+
+
+def test_verify_checks_run_env_against_the_logs(record, tmp_path):
+    """submission.json's run_env must be the knobs the logs ran (their knobs_from_env lines), per-run knobs aside."""
+    folder = copy(record[1], tmp_path)
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["run_env"] == {k: v for k, v in TINY.items()}  # every knob the runs set, SEED/RUN_ID/paths left out
+    sub["run_env"]["MODEL_DIM"] = "64"
+    (folder / "submission.json").write_text(json.dumps(sub))
+    checks = status(verify(folder, smoke=False))
+    assert checks["json-vs-logs"][0] == "FAIL" and "run_env differs from the knobs train_seed1.log ran" in checks["json-vs-logs"][1]
+    assert "MODEL_DIM: json '64' vs log '32'" in checks["json-vs-logs"][1]
+    del sub["run_env"]
+    (folder / "submission.json").write_text(json.dumps(sub))
+    assert "has no run_env" in status(verify(folder, smoke=False))["json-vs-logs"][1]
+
+
+def test_pack_refuses_a_non_finite_score(runs, tmp_path):
+    _, logs = runs
+    broken = tmp_path / "nan.txt"
+    broken.write_text(re.sub(r"^final_int8_zlib_roundtrip_exact val_loss:\S+ val_bpb:\S+$",
+                             "final_int8_zlib_roundtrip_exact val_loss:nan val_bpb:nan", logs[0].read_text(), flags=re.M))
+    with pytest.raises(PackError, match=r"nan.txt: `final_int8_zlib_roundtrip_exact` scored val_bpb nan \(not a number\) in format int8\+zlib"):
+        collect([broken], ROOT)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-m", "records", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_inputs_get_one_line_and_a_non_zero_exit(tmp_path):
+    for args, expected in [
+        (["pack", "--name", "x", "--author", "y", "--seeds", "1,two"], "--seeds '1,two': give comma-separated integers"),
+        (["pack", "--name", "x", "--author", "y", str(tmp_path / "missing.txt")], "missing.txt: no such log"),
+        (["pack", "--name", "x", "--author", "y"], "no logs given"),
+        (["verify", str(tmp_path / "nope")], "is not a folder"),
+        (["verify", str(tmp_path), "--baseline", str(tmp_path / "typo")], "--baseline"),
+        (["unpack", str(ROOT / "README.md"), str(tmp_path / "out")], "not a train_gpt.py made by `python -m records pack`"),
+        (["verify", str(tmp_path), "--smoke-data", str(tmp_path / "d"), "--smoke-tokenizer", str(tmp_path / "t.model")],
+         "must be a shard folder"),
+    ]:
+        proc = cli(*args)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout, (args, proc.stderr)
+        assert expected in proc.stderr + proc.stdout, (args, proc.stderr, proc.stdout)
+
+
+def test_optional_modules_cover_every_lazy_project_import():
+    """Every project module some code path imports lazily either ships with the knobs that need it (train_gpt's
+    optional_modules) or never ships (builders, tools): nothing a run can reach is left out of its record silently."""
+    sys.path.insert(0, str(ROOT))
+    from arch.mlp import MIXER_MODULES, mixer_modules
+    from records.bundle import _never_shipped, bundle_imports, read_sources, shipped_sources
+    from train_gpt import Hyperparameters, optional_modules
+
+    everything_on = {"TTT_ENABLED": "1", "EMA_DECAY": "0.5", "GPTQ": "1", "EMBED_OPTIMIZER": "coupled_adam",
+                     "EXPORT_SCHEMES": "int8+zlib,int6+zlib"}
+    args = Hyperparameters(env=everything_on, device_type="cpu")
+    modules = optional_modules(args) + mixer_modules(*MIXER_MODULES)
+    assert {"eval.ttt", "optim.ema", "quant.gptq", "optim.coupled_adam", "quant.container"} <= set(modules)
+    assert optional_modules(Hyperparameters(env={}, device_type="cpu")) == []
+    shipped = read_sources(shipped_sources(ROOT, ROOT / "train_gpt.py", modules), ROOT)
+    names = {rel[:-3].replace("/", ".").removesuffix(".__init__") for rel in shipped}
+    text = shipped["train_gpt.py"]
+    lazy = {imp.name for _, imp in bundle_imports(shipped, "train_gpt.py") if imp.lazy and not imp.from_item}
+    lazy |= set(re.findall(r'lazy\("([\w.]+)"', text))
+    ours = {m for m in lazy if (ROOT / m.replace(".", "/")).with_suffix(".py").is_file() or (ROOT / m.replace(".", "/")).is_dir()}
+    assert ours and all(m in names or _never_shipped(m) for m in ours), sorted(m for m in ours if m not in names and not _never_shipped(m))
+
+
+@pytest.mark.slow
+def test_a_run_with_optional_parts_counts_and_ships_them(runs, tmp_path):
+    """TTT, EMA and Coupled Adam on: the run logs the modules they need, counts them, and its packed file runs alone."""
+    from records.bundle import pack_files
+    from records.logs import parse_log
+
+    data, _ = runs
+    extra = dict(TTT_ENABLED="1", TTT_CHUNK_TOKENS="1024", TTT_EPOCHS="1", EMA_DECAY="0.9", EMBED_OPTIMIZER="coupled_adam",
+                 EVAL_STRIDE="16")
+    proc = subprocess.run([sys.executable, str(ROOT / "train_gpt.py")], cwd=tmp_path, env=trainer_env(data, 3, PYTHONPATH=str(ROOT), **extra),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = parse_log(tmp_path / "logs" / "s3.txt")
+    assert {"eval/ttt.py", "optim/ema.py", "optim/coupled_adam.py"} <= set(log.snapshot_files) and log.score_name == "final_ttt_exact"
+    packed = pack_files([ROOT / f for f in log.snapshot_files], ROOT)
+    assert log.code_bytes == len(packed)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "train_gpt.py").write_bytes(packed)
+    again = subprocess.run([sys.executable, "train_gpt.py"], cwd=alone, env=trainer_env(data, 3, **extra), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Code size: {len(packed)} bytes" in again.stdout and "final_ttt_exact" in again.stdout
