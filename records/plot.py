@@ -81,8 +81,8 @@ def parse_curve(text: str, name: str) -> Curve:
     curve.val.sort()
     if m := _WARMDOWN.search(text):
         curve.warmdown = (int(m.group(1)), int(m.group(2)) / 1000.0)
-    exact = {m.group("name"): float(m.group("bpb")) for m in score_lines(text) if m.group("name").endswith("_exact")}
-    curve.finals = exact or {m.group("name"): float(m.group("bpb")) for m in score_lines(text)[-1:]}
+    exact = {s.name: s.val_bpb for s in score_lines(text) if s.name.endswith("_exact")}
+    curve.finals = exact or {s.name: s.val_bpb for s in score_lines(text)[-1:]}
     curve.stopped_at_cap = _STOPPED.search(text) is not None
     return curve
 
@@ -114,7 +114,7 @@ def summary_lines(text: str, name: str) -> list[str]:
     curve = parse_curve(text, name)
     models = {m.group("tag").strip(): int(m.group("n")) for m in _MODEL.finditer(text)}
     totals = {m.group("tag").strip(): int(m.group("n")) for m in _TOTAL.finditer(text)}
-    scores = {m.group("name"): float(m.group("bpb")) for m in score_lines(text)}
+    scores = {s.name: s.val_bpb for s in score_lines(text)}
     has_ttt = TTT in scores
     width = max([6, *map(len, totals)])
     lines = [f"run summary {name}"]
