@@ -49,6 +49,9 @@ def _setup(a) -> tuple:
         args = train_gpt.Hyperparameters(env=env)
     except train_gpt.KnobError as e:
         raise BenchError(str(e)) from None
+    eval_len = args.eval_seq_len or args.train_seq_len
+    if any(s > eval_len for s in strides):
+        raise BenchError(f"--strides {a.strides} must be <= the eval window EVAL_SEQ_LEN={eval_len} (a stride of {eval_len} is the plain eval)")
     train_gpt.resolve_data(args, print)
     if not Path(args.tokenizer_path).is_file():
         raise BenchError(f"TOKENIZER_PATH={args.tokenizer_path} is not an existing SentencePiece .model file")

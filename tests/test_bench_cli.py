@@ -62,6 +62,7 @@ def test_relative_paths_are_taken_from_the_callers_folder(tmp_path, monkeypatch)
     (["--random-init", "NUM_LAYERS"], "'NUM_LAYERS' is not KNOB=VALUE"),
     (["--random-init", "--strides", "64,x"], "--strides '64,x' must be"),
     (["--random-init", "--ttt", "ful"], "--ttt a list of full, lora"),
+    (["--random-init", "--strides", "64", "TRAIN_SEQ_LEN=32"], "must be <= the eval window EVAL_SEQ_LEN=32"),
     (["--random-init", "NUM_HEADS=zero"], "NUM_HEADS='zero' is not a valid int"),
     (["--random-init", "DATA_PATH=rel/missing"], "does not exist"),
     (["--artifact", "bad.ptz"], "cannot load --artifact bad.ptz"),
