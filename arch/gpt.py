@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arch.layers import CastedLinear, RMSNorm, zero_init
+from arch.layers import CastedLinear, RMSNorm, casted_linear, zero_init
 from arch.mlp import MixerConfig, build_mlp, parse_layer_spec
 
 # Small per-channel gains: kept fp32, trained by Adam, never quantized (names as in the public baseline).
@@ -90,6 +90,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    matmul_dtype: torch.dtype | None = None  # the tied head's product dtype (arch.layers.set_matmul_dtype)
+
     def __init__(
         self, vocab_size: int, num_layers: int, model_dim: int, num_heads: int, num_kv_heads: int,
         mlp_mult: float, tie_embeddings: bool, tied_embed_init_std: float, logit_softcap: float,
@@ -138,7 +140,7 @@ class GPT(nn.Module):
     def forward_logits(self, input_ids: Tensor) -> Tensor:
         """Softcapped logits (B, T, V); position t sees only tokens <= t."""
         h = self.hidden(input_ids)
-        proj = F.linear(h, self.tok_emb.weight.to(h.dtype)) if self.lm_head is None else self.lm_head(h)
+        proj = casted_linear(h, self.tok_emb.weight, None, self.matmul_dtype) if self.lm_head is None else self.lm_head(h)
         return self.logit_softcap * torch.tanh(proj / self.logit_softcap)
 
     def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean") -> Tensor:
