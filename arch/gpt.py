@@ -2,6 +2,9 @@
 residual mix back to the embedding x0, U-Net skips between the two halves, tied embeddings, logit softcap."""
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -71,12 +74,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp: nn.Module, rope_base: float, qk_gain_init: float):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp: Callable[[], nn.Module], rope_base: float,
+                 qk_gain_init: float):
         super().__init__()
         self.attn_norm = RMSNorm()
         self.mlp_norm = RMSNorm()
         self.attn = CausalSelfAttention(dim, num_heads, num_kv_heads, rope_base, qk_gain_init)
-        self.mlp = mlp
+        self.mlp = mlp()  # built after the attention, as in the public baseline: same seed, same initial weights
         self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         # Row 0 weights the running residual, row 1 the embedding x0.
@@ -111,7 +115,7 @@ class GPT(nn.Module):
         self.mlp_kind_layers = parse_layer_spec(mlp_kind_layers, num_layers)
         self.blocks = nn.ModuleList(
             Block(model_dim, num_heads, num_kv_heads,
-                  build_mlp(mlp_kind if i in self.mlp_kind_layers else "relu2", model_dim, mlp_mult, mixer_config),
+                  functools.partial(build_mlp, mlp_kind if i in self.mlp_kind_layers else "relu2", model_dim, mlp_mult, mixer_config),
                   rope_base, qk_gain_init)
             for i in range(num_layers)
         )

@@ -64,3 +64,28 @@ def test_cpu_preset_speed_knobs_resolve():
     assert cuda.matmul_dtype == "fp32" and cuda.compile and cuda.warmup_steps == 20
     with pytest.raises(train_gpt.KnobError, match="MATMUL_DTYPE='fp16' must be fp32, bf16 or auto"):
         train_gpt.Hyperparameters(env={"MATMUL_DTYPE": "fp16"}, device_type="cpu")
+
+
+PUBLIC_BASELINE = ROOT.parent / "shared/data/public_records/track_non_record_16mb/2026-03-18_Quasi10Bfrom50B_SP1024_9x512_KV4_4h_pgut3/train_gpt.py"
+
+
+@pytest.mark.skipif(not PUBLIC_BASELINE.is_file(), reason="../shared public records not present")
+def test_same_seed_same_initial_weights_as_the_public_baseline(monkeypatch):
+    """The naive baseline's GPT (read from ../shared, never copied) and ours start from identical weights, so their
+    loss curves can be compared step by step (the MLP is built after the attention, as there)."""
+    import importlib.util
+
+    for k in ("NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS"):
+        monkeypatch.delenv(k, raising=False)
+    spec = importlib.util.spec_from_file_location("public_baseline", PUBLIC_BASELINE)
+    public = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(public)
+    shape = dict(vocab_size=1024, num_layers=3, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2, tie_embeddings=True,
+                 tied_embed_init_std=0.005, logit_softcap=30.0, rope_base=10000.0, qk_gain_init=1.5)
+    torch.manual_seed(7)
+    theirs = public.GPT(**shape).state_dict()
+    env = {"VOCAB_SIZE": "1024", "NUM_LAYERS": "3", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2"}
+    torch.manual_seed(7)
+    ours = train_gpt.build_model(train_gpt.Hyperparameters(env=env, device_type="cpu")).state_dict()
+    assert sorted(theirs) == sorted(ours)
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
