@@ -591,15 +591,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_args(args, out_dir)
         with tempfile.TemporaryDirectory(prefix="export-hub-") as spool_dir:
             manifest, tok_path = _export(args, out_dir, Path(spool_dir))
-    except (ValueError, OSError) as e:  # DocumentError, TokenizerCheckError, FileExistsError, PermissionError, ...
+    except (ValueError, OSError, KeyboardInterrupt) as e:  # DocumentError, TokenizerCheckError, FileExistsError, ...
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a folder this run made and left empty
+        if isinstance(e, KeyboardInterrupt):
+            print("error: interrupted; nothing was written to --out (run the same command again)", file=sys.stderr)
+            return 130
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename} (check the path and its permissions)"
         print(f"error: {msg}", file=sys.stderr)
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written to --out (run the same command again)", file=sys.stderr)
-        return 130
     s = manifest["datasets"][0]["stats"]
     print(f"[export] tokenizer: {tok_path} (vocab {manifest['datasets'][0]['vocab_size']})")
     print(f"[export] val:   {s['docs_val']} docs, {s['tokens_val']} tokens, {s['files_val']} shard(s), {s['bytes_val']} bytes")
