@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from data.documents import TXT_SPLITS, DocumentError, DocumentSource, check_input, iter_documents  # noqa: F401  (re-exported)
+from data.documents import TXT_SPLITS, DocumentSource, check_input, iter_documents
 from data.shards import MAX_SHARD_TOKENS, MAX_VOCAB, write_shard
 
 SPACE_PIECE = "\u2581"  # "▁", SentencePiece's whitespace marker

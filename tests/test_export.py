@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from data.documents import DocumentError
 from data.export import (
     CHALLENGE_SP_OPTIONS,
-    DocumentError,
     DocumentSource,
     TokenizerCheckError,
     check_tokenizer,
