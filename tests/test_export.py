@@ -453,3 +453,26 @@ def test_cli_exports_parquet_like_jsonl(tmp_path, docs):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     m = json.loads((a / "manifest.json").read_text())
     assert (m["num_docs"], m["num_val_docs"], m["docs_meta"]["max_docs"]) == (200, 20, 200)
+
+
+def test_cli_hub_dataset_streams_once_and_exports(tmp_path, docs, monkeypatch):
+    """--hf-dataset NAME: streamed once (spooled locally for the three passes), at most --max-docs documents."""
+    import datasets
+
+    opened = []
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False):
+        opened.append((name, config, split, streaming))
+        return iter({"content": d, "id": i} for i, d in enumerate(docs))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    out = tmp_path / "hub"
+    assert main(["--hf-dataset", "someone/corpus", "--hf-config", "en", "--split", "train", "--text-field", "content",
+                 "--max-docs", "120", "--out", str(out), "--vocab-size", str(VOCAB), "--val-docs", "10"]) == 0
+    assert opened == [("someone/corpus", "en", "train", True)]  # one streaming pass, not three
+    m = json.loads((out / "manifest.json").read_text())
+    assert (m["num_docs"], m["num_val_docs"]) == (120, 10)
+    assert m["docs_meta"] == {"hf_dataset": "someone/corpus", "hf_config": "en", "split": "train", "text_field": "content",
+                              "max_docs": 120}
+    sp = spm.SentencePieceProcessor(model_file=str(out / f"tokenizer_{VOCAB}_bpe.model"))
+    assert _split_docs(read_shard(out / "fineweb_val_000000.bin")) == [sp.encode(d) for d in docs[:10]]
