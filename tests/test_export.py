@@ -459,9 +459,11 @@ def test_cli_hub_dataset_streams_once_and_exports(tmp_path, docs, monkeypatch):
     """--hf-dataset NAME: streamed once (spooled locally for the three passes), at most --max-docs documents."""
     import datasets
 
-    opened = []
+    opened, real = [], datasets.load_dataset
 
-    def fake_load_dataset(name, config=None, split=None, streaming=False):
+    def fake_load_dataset(name, config=None, split=None, streaming=False, **local):
+        if local:  # the local spool file, read back through the real loader
+            return real(name, config, split=split, streaming=streaming, **local)
         opened.append((name, config, split, streaming))
         return iter({"content": d, "id": i} for i, d in enumerate(docs))
 
