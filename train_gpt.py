@@ -150,7 +150,7 @@ KNOBS = [
     Knob("DEVICE", str, "auto", "auto | cuda | cpu"),
     Knob("COMPILE", bool, True, f"torch.compile the model and Newton-Schulz (CPU: on for runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, where it pays)", cpu=False),
     Knob("DTYPE", str, "bf16", "autocast compute dtype: bf16 | fp32 (weights stay fp32)", cpu="fp32"),
-    Knob("MATMUL_DTYPE", str, "fp32", f"with DTYPE=fp32, the linear layers' products: fp32 | bf16 (bf16 operands, fp32 result and everything else) | auto (bf16 on a CPU with AMX/AVX512-BF16 in runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, else fp32)", cpu="auto"),
+    Knob("MATMUL_DTYPE", str, "fp32", f"with DTYPE=fp32, the linear layers' products in training (the final scoring is fp32): fp32 | bf16 (bf16 operands, fp32 result and everything else) | auto (bf16 on a CPU with AMX/AVX512-BF16 in runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, else fp32)", cpu="auto"),
     # Export, quantization-aware training, GPTQ (quant/)
     Knob("EXPORT_SCHEMES", str, "int8+zlib", "artifacts to export and roundtrip-score, <scheme>+<compressor> list: schemes int8 int6 int5 int4 mixed, compressors zlib zstd lzma brotli ans (int8+zlib = the public format)"),
     Knob("QUANT_MIX", str, DEFAULT_MIX, "bits per tensor-name substring for the `mixed` scheme (first match wins, * = rest, 16 = fp16)"),
@@ -312,7 +312,6 @@ def build_model(args: Hyperparameters) -> GPT:
         qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=args.mlp_kind_layers,
         mixer_config=MixerConfig.from_args(args),
     )
-    set_matmul_dtype(model, torch.bfloat16 if args.matmul_dtype == "bf16" else None)
     return model
 
 
@@ -455,6 +454,7 @@ def main() -> None:
     # MODEL + OPTIMIZERS
     # -----------------------------
     base_model = build_model(args).to(device)
+    set_matmul_dtype(base_model, torch.bfloat16 if args.matmul_dtype == "bf16" else None)  # training; scoring runs fp32
     keep_float = CONTROL_TENSOR_NAME_PATTERNS + tuple(sorted(keep_float_names(base_model)))
     if args.qat_scheme:  # armed before compile; switched on late in training
         n_qat = attach_qat(base_model, args.qat_scheme, args.mix, keep_float, args.quant_float_max_numel)
@@ -644,6 +644,7 @@ def main() -> None:
     # EXPORT + ROUNDTRIP VALIDATION
     # -----------------------------
     set_qat(base_model, False)  # the roundtrip scores the artifact's weights as they are
+    set_matmul_dtype(base_model, None)  # and in fp32 products, as any rerun or audit of the artifact does
     out_dir = Path(args.output_dir)
     raw_path = out_dir / "final_model.pt"
     if master:

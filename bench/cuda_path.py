@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import train_gpt  # noqa: E402
-from arch.layers import keep_float_names  # noqa: E402
+from arch.layers import keep_float_names, set_matmul_dtype  # noqa: E402
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS  # noqa: E402
 from optim.groups import build_optimizers  # noqa: E402
 from quant.qat import attach_qat, set_qat  # noqa: E402
@@ -57,6 +57,7 @@ def build(env: dict, device: torch.device, backend: str = "inductor"):
     args = train_gpt.Hyperparameters(env=env, device_type=device.type)
     torch.manual_seed(args.seed)
     base = train_gpt.build_model(args).to(device)
+    set_matmul_dtype(base, torch.bfloat16 if args.matmul_dtype == "bf16" else None)  # as train_gpt.main trains
     if args.qat_scheme:
         keep_float = CONTROL_TENSOR_NAME_PATTERNS + tuple(sorted(keep_float_names(base)))
         attach_qat(base, args.qat_scheme, args.mix, keep_float, args.quant_float_max_numel)

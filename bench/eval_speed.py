@@ -102,7 +102,9 @@ def _main(argv=None) -> int:
     if a.max_targets:
         val = val[: a.max_targets + 1]
     model = model.to(device).eval()
-    forward = torch.compile(model, dynamic=False, fullgraph=True) if args.compile else model
+    # The CPU preset's automatic compile is for training runs; on CPU, evals compile only when COMPILE=1 is asked for.
+    compile_eval = args.compile and (device.type == "cuda" or "COMPILE" in args.from_env)
+    forward = torch.compile(model, dynamic=False, fullgraph=True) if compile_eval else model
     token_nll = lambda x, y: forward(x, y, reduction="none")  # noqa: E731
     eval_len = args.eval_seq_len or args.train_seq_len
     batch = args.eval_batch_seqs

@@ -44,13 +44,15 @@ def test_matmul_dtype_is_opt_in_and_leaves_autocast_alone():
         assert lin(x.bfloat16()).dtype == torch.bfloat16
 
 
-def test_build_model_sets_the_tied_head_and_every_linear():
+def test_set_matmul_dtype_reaches_the_tied_head_and_every_linear():
     env = {"NUM_LAYERS": "2", "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "MATMUL_DTYPE": "bf16"}
     model = train_gpt.build_model(train_gpt.Hyperparameters(env=env, device_type="cpu"))
     flagged = [m for m in model.modules() if hasattr(m, "matmul_dtype")]
+    assert len(flagged) == 1 + 2 * 6 and all(m.matmul_dtype is None for m in flagged)  # build_model: fp32 for every tool
+    set_matmul_dtype(model, torch.bfloat16)  # what train_gpt.main does for the training steps
     assert model.matmul_dtype == torch.bfloat16 and all(m.matmul_dtype == torch.bfloat16 for m in flagged)
-    plain = train_gpt.build_model(train_gpt.Hyperparameters(env={**env, "MATMUL_DTYPE": "fp32"}, device_type="cpu"))
-    assert plain.matmul_dtype is None
+    set_matmul_dtype(model, None)  # and undoes before the final scoring
+    assert all(m.matmul_dtype is None for m in flagged)
 
 
 def test_cpu_preset_speed_knobs_resolve():
@@ -89,3 +91,23 @@ def test_same_seed_same_initial_weights_as_the_public_baseline(monkeypatch):
     ours = train_gpt.build_model(train_gpt.Hyperparameters(env=env, device_type="cpu")).state_dict()
     assert sorted(theirs) == sorted(ours)
     assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+
+
+def test_compiled_model_follows_a_matmul_dtype_change():
+    """main() trains with bf16 products, then scores in fp32 through the same compiled model: the change must reach it
+    (dynamo guards the attribute and recompiles), or the final scores would silently keep bf16 products."""
+    env = {"NUM_LAYERS": "2", "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1", "VOCAB_SIZE": "64"}
+    torch.manual_seed(0)
+    model = train_gpt.build_model(train_gpt.Hyperparameters(env=env, device_type="cpu")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    x = torch.randint(0, 64, (2, 16))
+    compiled = torch.compile(model, dynamic=False, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        fp32 = model(x, x, reduction="none")
+        set_matmul_dtype(model, torch.bfloat16)
+        bf16 = compiled(x, x, reduction="none")
+        assert not torch.equal(bf16, fp32) and torch.equal(bf16, model(x, x, reduction="none"))
+        set_matmul_dtype(model, None)
+        assert torch.equal(compiled(x, x, reduction="none"), fp32)
