@@ -32,7 +32,7 @@ def test_dry_run_core_sections():
 @pytest.mark.slow
 def test_dry_run_every_section_and_kind(tmp_path):
     """The whole script on CPU: all kinds, eval throughput, a 2-rank gloo run, ours vs ours as the 'baseline'."""
-    proc = _gpu_check("--baseline-script", str(ROOT / "train_gpt.py"), "--json", str(tmp_path / "rows.json"))
+    proc = _gpu_check("--baseline-script", str(ROOT / "train_gpt.py"), "--json", str(tmp_path / "rows.json"), timeout=2400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     import json
 
