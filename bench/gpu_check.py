@@ -276,6 +276,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     sections = [s.strip() for s in a.only.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS)) + sorted({k.strip() for k in a.kinds.split(",") if k.strip()} - set(KINDS))
+    if a.steps < 3 or a.baseline_steps < 5 or a.baseline_pairs < 1 or (a.jobs is not None and a.jobs < 1):
+        print("error: --steps must be >= 3, --baseline-steps >= 5, --baseline-pairs and --jobs >= 1", file=sys.stderr)
+        return 2
     if unknown:
         print(f"error: unknown section or kind {', '.join(unknown)}; sections: {', '.join(SECTIONS)}; kinds: {', '.join(KINDS)}",
               file=sys.stderr)

@@ -80,6 +80,8 @@ def test_qat_check_catches_a_forward_that_ignores_qat(monkeypatch):
 def test_bad_arguments_are_one_line():
     proc = _gpu_check("--only", "kinds,speed")
     assert proc.returncode == 2 and "unknown section or kind speed" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _gpu_check("--steps", "1")
+    assert proc.returncode == 2 and "--steps must be >= 3" in proc.stderr and proc.stderr.count("\n") == 1
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA device is visible" in proc.stderr and "--dry-run" in proc.stderr
