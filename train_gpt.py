@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
-from arch.layers import keep_float_names
+from arch.layers import cpu_has_native_bf16, keep_float_names, set_matmul_dtype
 from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_modules, mixer_report, parse_layer_spec
 from data.loader import DistributedTokenLoader
 from data.shards import list_shards, load_tokens
@@ -92,6 +92,8 @@ class Knob:
     cpu: object = None
 
 
+CPU_COMPILE_MIN_SECONDS = 60.0  # CPU runs capped at least this long compile (~25 s) and multiply in bf16: it pays back
+
 KNOBS = [
     # Data and run
     Knob("DATA_PATH", str, "./data/datasets/fineweb10B_sp1024", "folder of fineweb_train_*.bin / fineweb_val_*.bin shards; unset and missing -> offline sample data"),
@@ -117,7 +119,7 @@ KNOBS = [
     # Schedule
     Knob("ITERATIONS", int, 20_000, "maximum training steps"),
     Knob("WARMDOWN_ITERS", int, 1200, "LR warmdown length in steps; with a wall-clock cap it is converted to time (steps x avg step time)", cpu=40),
-    Knob("WARMUP_STEPS", int, 20, "steps that prime compilation; model, optimizer and loader are restored afterwards", cpu=0),
+    Knob("WARMUP_STEPS", int, 20, "steps that prime compilation; model, optimizer and loader are restored afterwards (CPU: 2 when the preset compiles)", cpu=0),
     Knob("TRAIN_BATCH_TOKENS", int, 524_288, "tokens per optimizer step over all ranks", cpu=8192),
     Knob("TRAIN_SEQ_LEN", int, 1024, "training and validation sequence length", cpu=256),
     Knob("MAX_WALLCLOCK_SECONDS", float, 600.0, "training time cap, excluding warmup and validation (<= 0: no cap)", cpu=150.0),
@@ -170,8 +172,9 @@ KNOBS = [
     Knob("EMA_DECAY", float, 0.0, "0: off; else export and score a bias-corrected EMA of the weights, updated every step (records: 0.997)"),
     # Device
     Knob("DEVICE", str, "auto", "auto | cuda | cpu"),
-    Knob("COMPILE", bool, True, "torch.compile the model and Newton-Schulz", cpu=False),
+    Knob("COMPILE", bool, True, f"torch.compile the model and Newton-Schulz (CPU: on for runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, where it pays)", cpu=False),
     Knob("DTYPE", str, "bf16", "autocast compute dtype: bf16 | fp32 (weights stay fp32)", cpu="fp32"),
+    Knob("MATMUL_DTYPE", str, "fp32", f"with DTYPE=fp32, the linear layers' products in training (the final scoring is fp32): fp32 | bf16 (bf16 operands, fp32 result and everything else) | auto (bf16 on a CPU with AMX/AVX512-BF16 in runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, else fp32)", cpu="auto"),
     # Export, quantization-aware training, GPTQ (quant/)
     Knob("EXPORT_SCHEMES", str, "int8+zlib", "artifacts to export and roundtrip-score, <scheme>+<compressor> list: schemes int8 int6 int5 int4 mixed, compressors zlib zstd lzma brotli ans (int8+zlib = the public format)"),
     Knob("QUANT_MIX", str, DEFAULT_MIX, "bits per tensor-name substring for the `mixed` scheme (first match wins, * = rest, 16 = fp16)"),
@@ -224,9 +227,21 @@ class Hyperparameters:
             else:
                 value = knob.cpu if (self.device_type == "cpu" and knob.cpu is not None) else knob.default
             setattr(self, knob.name.lower(), value)
+        self._resolve_cpu_speed()
         self.run_id = self.run_id or str(uuid.uuid4())
         self.output_dir = self.output_dir or os.path.join("artifacts", self.run_id)
         self._validate()
+
+    def _resolve_cpu_speed(self) -> None:
+        """CPU preset: a run capped at >= CPU_COMPILE_MIN_SECONDS compiles (warmup steps prime it outside the cap) and,
+        on a CPU with native bf16 matmul, multiplies in bf16; short runs (tests, smoke runs) stay eager fp32."""
+        long_run = self.device_type == "cpu" and self.max_wallclock_seconds >= CPU_COMPILE_MIN_SECONDS
+        if long_run and "COMPILE" not in self.from_env:
+            self.compile = True
+            if "WARMUP_STEPS" not in self.from_env:
+                self.warmup_steps = 2
+        if self.matmul_dtype == "auto":
+            self.matmul_dtype = "bf16" if long_run and cpu_has_native_bf16() else "fp32"
 
     def _validate(self) -> None:
         positive = ("ITERATIONS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "VAL_BATCH_SIZE", "VOCAB_SIZE", "NUM_LAYERS",
@@ -250,6 +265,8 @@ class Hyperparameters:
             raise KnobError(str(e)) from None
         if self.dtype not in ("bf16", "fp32"):
             raise KnobError(f"DTYPE={self.dtype!r} must be bf16 or fp32")
+        if self.matmul_dtype not in ("bf16", "fp32"):
+            raise KnobError(f"MATMUL_DTYPE={self.matmul_dtype!r} must be fp32, bf16 or auto")
         if self.vocab_size > 65_536:
             raise KnobError(f"VOCAB_SIZE={self.vocab_size} does not fit the uint16 shard format (max 65536)")
         try:
@@ -312,13 +329,23 @@ def knob_help() -> str:
 
 def build_model(args: Hyperparameters) -> GPT:
     """The GPT described by `args` (fp32 weights, on the CPU)."""
-    return GPT(
+    model = GPT(
         vocab_size=args.vocab_size, num_layers=args.num_layers, model_dim=args.model_dim, num_heads=args.num_heads,
         num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
         tied_embed_init_std=args.tied_embed_init_std, logit_softcap=args.logit_softcap, rope_base=args.rope_base,
         qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=args.mlp_kind_layers,
         mixer_config=MixerConfig.from_args(args),
     )
+    return model
+
+
+def compile_model(args: Hyperparameters, base_model: nn.Module, muon, backend: str = "inductor") -> nn.Module:
+    """With COMPILE: torch.compile the model (one graph, static shapes) and Muon's Newton-Schulz; returns what to call.
+    (`backend` is for bench.gpu_check's CPU dry run; the trainer always uses inductor.)"""
+    if not args.compile:
+        return base_model
+    muon.orthogonalize = torch.compile(muon.orthogonalize, backend=backend)
+    return torch.compile(base_model, dynamic=False, fullgraph=True, backend=backend)
 
 
 def lr_multiplier(args: Hyperparameters, step: int, elapsed_ms: float) -> float:
@@ -465,16 +492,13 @@ def main() -> None:
     # MODEL + OPTIMIZERS
     # -----------------------------
     base_model = build_model(args).to(device)
+    set_matmul_dtype(base_model, torch.bfloat16 if args.matmul_dtype == "bf16" else None)  # training; scoring runs fp32
     keep_float = CONTROL_TENSOR_NAME_PATTERNS + tuple(sorted(keep_float_names(base_model)))
     if args.qat_scheme:  # armed before compile; switched on late in training
         n_qat = attach_qat(base_model, args.qat_scheme, args.mix, keep_float, args.quant_float_max_numel)
         log0(f"qat:armed scheme:{args.qat_scheme} layers:{n_qat} start_lr_scale:{args.qat_start_lr_scale}")
     optimizers, muon = build_optimizers(base_model, args)
-    if args.compile:
-        muon.orthogonalize = torch.compile(muon.orthogonalize)
-        compiled_model = torch.compile(base_model, dynamic=False, fullgraph=True)
-    else:
-        compiled_model = base_model
+    compiled_model = compile_model(args, base_model, muon)
     model: nn.Module = (
         DDP(compiled_model, device_ids=[local_rank] if device.type == "cuda" else None, broadcast_buffers=False)
         if distributed else compiled_model
@@ -495,7 +519,7 @@ def main() -> None:
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())} mlp_kind:{args.mlp_kind}")
     log0(mixer_report(base_model, args.mlp_kind, base_model.mlp_kind_layers, args.model_dim, args.mlp_mult, MixerConfig.from_args(args)))
     log0(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device} "
-         f"backend:{dist.get_backend() if distributed else 'none'} compile:{int(args.compile)} dtype:{args.dtype}")
+         f"backend:{dist.get_backend() if distributed else 'none'} compile:{int(args.compile)} dtype:{args.dtype} matmul_dtype:{args.matmul_dtype}")
     log0(f"attention_mode:gqa num_heads:{args.num_heads} num_kv_heads:{args.num_kv_heads}")
     log0(f"tie_embeddings:{args.tie_embeddings} embed_lr:{args.tied_embed_lr if args.tie_embeddings else args.embed_lr} "
          f"head_lr:{0.0 if args.tie_embeddings else args.head_lr} matrix_lr:{args.matrix_lr} scalar_lr:{args.scalar_lr}")
@@ -663,6 +687,7 @@ def main() -> None:
     # EXPORT + ROUNDTRIP VALIDATION
     # -----------------------------
     set_qat(base_model, False)  # the roundtrip scores the artifact's weights as they are
+    set_matmul_dtype(base_model, None)  # and in fp32 products, as any rerun or audit of the artifact does
     out_dir = Path(args.output_dir)
     raw_path = out_dir / "final_model.pt"
     if master:

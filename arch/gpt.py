@@ -2,11 +2,14 @@
 residual mix back to the embedding x0, U-Net skips between the two halves, tied embeddings, logit softcap."""
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arch.layers import CastedLinear, RMSNorm, zero_init
+from arch.layers import CastedLinear, RMSNorm, casted_linear, zero_init
 from arch.mlp import MixerConfig, build_mlp, parse_layer_spec
 
 # Small per-channel gains: kept fp32, trained by Adam, never quantized (names as in the public baseline).
@@ -71,12 +74,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp: nn.Module, rope_base: float, qk_gain_init: float):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp: Callable[[], nn.Module], rope_base: float,
+                 qk_gain_init: float):
         super().__init__()
         self.attn_norm = RMSNorm()
         self.mlp_norm = RMSNorm()
         self.attn = CausalSelfAttention(dim, num_heads, num_kv_heads, rope_base, qk_gain_init)
-        self.mlp = mlp
+        self.mlp = mlp()  # built after the attention, as in the public baseline: same seed, same initial weights
         self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         # Row 0 weights the running residual, row 1 the embedding x0.
@@ -90,6 +94,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    matmul_dtype: torch.dtype | None = None  # the tied head's product dtype (arch.layers.set_matmul_dtype)
+
     def __init__(
         self, vocab_size: int, num_layers: int, model_dim: int, num_heads: int, num_kv_heads: int,
         mlp_mult: float, tie_embeddings: bool, tied_embed_init_std: float, logit_softcap: float,
@@ -109,7 +115,7 @@ class GPT(nn.Module):
         self.mlp_kind_layers = parse_layer_spec(mlp_kind_layers, num_layers)
         self.blocks = nn.ModuleList(
             Block(model_dim, num_heads, num_kv_heads,
-                  build_mlp(mlp_kind if i in self.mlp_kind_layers else "relu2", model_dim, mlp_mult, mixer_config),
+                  functools.partial(build_mlp, mlp_kind if i in self.mlp_kind_layers else "relu2", model_dim, mlp_mult, mixer_config),
                   rope_base, qk_gain_init)
             for i in range(num_layers)
         )
@@ -138,7 +144,7 @@ class GPT(nn.Module):
     def forward_logits(self, input_ids: Tensor) -> Tensor:
         """Softcapped logits (B, T, V); position t sees only tokens <= t."""
         h = self.hidden(input_ids)
-        proj = F.linear(h, self.tok_emb.weight.to(h.dtype)) if self.lm_head is None else self.lm_head(h)
+        proj = casted_linear(h, self.tok_emb.weight, None, self.matmul_dtype) if self.lm_head is None else self.lm_head(h)
         return self.logit_softcap * torch.tanh(proj / self.logit_softcap)
 
     def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean") -> Tensor:

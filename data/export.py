@@ -1,14 +1,15 @@
 """Turn your own text into the challenge's shard layout: documents in, SentencePiece BPE + shards + manifest out.
 
 Library:
-    iter_documents(paths, text_field="text", txt_split="blank")   documents from .jsonl / .txt files
+    iter_documents(paths, text_field="text", ...)                 documents from any source `datasets` loads (data/documents.py)
     train_sentencepiece(docs, vocab_size, model_prefix, ...)       the challenge's BPE trainer options
     check_tokenizer(sp, ...)                                       the guards trainers rely on (BOS=1, "▁", ...)
     export_dataset(docs, tokenizer_path, out_dir, val_docs, ...)   [BOS] + ids per doc, val first, sharded
 
 CLI:
     python -m data.export --input corpus.jsonl --out data/datasets/mine --vocab-size 1024
-    python -m data.export --input a.txt b.txt --out DIR --tokenizer existing.model --val-docs 500
+    python -m data.export --input a.txt b.parquet --out DIR --tokenizer existing.model --val-docs 500
+    python -m data.export --hf-dataset HuggingFaceFW/fineweb --split train --text-field text --max-docs 100000 --out DIR --vocab-size 1024
 
 Format facts (shared/design/HARNESS.md A2, A3): shards are `fineweb_{train,val}_{index:06d}.bin`, each
 document is written as [BOS=1] + ids of its *raw* text with no EOS, the first `val_docs` documents form the
@@ -33,6 +34,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from data.documents import TXT_SPLITS, DocumentSource, check_input, iter_documents
 from data.shards import MAX_SHARD_TOKENS, MAX_VOCAB, write_shard
 
 SPACE_PIECE = "\u2581"  # "▁", SentencePiece's whitespace marker
@@ -57,129 +59,8 @@ CHALLENGE_SP_OPTIONS: dict = {
     "hard_vocab_limit": False,
 }
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
-TXT_SUFFIXES = (".txt", ".text", ".md")
-TXT_SPLITS = ("blank", "line", "file")
-
 class TokenizerCheckError(ValueError):
     """A tokenizer that breaks an assumption of the harness (BOS id, standalone "▁", uint16 ids...)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading documents
-
-
-def _as_path_list(paths) -> list[Path]:
-    if isinstance(paths, (str, os.PathLike)):
-        return [Path(paths)]
-    out = [Path(p) for p in paths]
-    if not out:
-        raise ValueError("no input files given")
-    return out
-
-
-def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: bad JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-            if text_field not in obj:
-                keys = ", ".join(sorted(map(str, obj))[:10]) or "none"
-                raise ValueError(
-                    f"{path}:{lineno}: no field {text_field!r} (keys: {keys}); choose one with --text-field"
-                )
-            text = obj[text_field]
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
-            yield text
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
-
-
-def _iter_txt(path: Path, txt_split: str) -> Iterator[str]:
-    if txt_split == "file":
-        text = _read_text(path)
-        if text.strip():
-            yield text
-        return
-    if txt_split == "line":
-        with open(path, encoding="utf-8") as f:
-            try:
-                for line in f:
-                    line = line.rstrip("\r\n")
-                    if line.strip():
-                        yield line
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
-        return
-    # "blank": paragraphs separated by one or more blank (whitespace-only) lines
-    para: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        try:
-            for line in f:
-                if line.strip():
-                    para.append(line)
-                elif para:
-                    yield "".join(para).rstrip("\r\n")
-                    para = []
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
-    if para:
-        yield "".join(para).rstrip("\r\n")
-
-
-def iter_documents(paths, text_field: str = "text", txt_split: str = "blank") -> Iterator[str]:
-    """Yield documents from one or several `.jsonl` / `.txt` files, in the order given.
-
-    `.jsonl` (or `.ndjson`): one JSON object per line, the document is `obj[text_field]`; blank lines are
-    skipped, a bad line raises ValueError naming file and line number.
-    `.txt` (or `.text`, `.md`): `txt_split` = "blank" (documents separated by blank lines), "line" (one
-    document per non-blank line) or "file" (the whole file is one document).
-    """
-    if txt_split not in TXT_SPLITS:
-        raise ValueError(f"txt_split must be one of {TXT_SPLITS}, got {txt_split!r}")
-    files = _as_path_list(paths)
-    for path in files:  # fail before yielding anything if an input is missing or of unknown type
-        if not path.is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
-        if not path.name.lower().endswith(JSONL_SUFFIXES + TXT_SUFFIXES):
-            raise ValueError(
-                f"{path}: unsupported input type; use {'/'.join(JSONL_SUFFIXES)} (one JSON object per line) "
-                f"or {'/'.join(TXT_SUFFIXES)} (plain text)"
-            )
-    for path in files:
-        if path.name.lower().endswith(JSONL_SUFFIXES):
-            yield from _iter_jsonl(path, text_field)
-        else:
-            yield from _iter_txt(path, txt_split)
-
-
-class DocumentSource:
-    """A re-iterable view of `iter_documents(...)`: every `iter()` reads the files again from the start."""
-
-    def __init__(self, paths, text_field: str = "text", txt_split: str = "blank", skip: int = 0, limit: int | None = None):
-        self.paths = _as_path_list(paths)
-        self.text_field, self.txt_split, self.skip, self.limit = text_field, txt_split, skip, limit
-
-    def __iter__(self) -> Iterator[str]:
-        it = iter_documents(self.paths, self.text_field, self.txt_split)
-        stop = None if self.limit is None else self.skip + self.limit
-        return itertools.islice(it, self.skip, stop)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +88,11 @@ def _load_sp(tokenizer):
         raise FileNotFoundError(f"tokenizer model not found: {path}")
     if path.suffix != ".model":
         raise ValueError(f"{path}: expected a SentencePiece .model file")
-    return spm.SentencePieceProcessor(model_file=str(path))
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError) as e:  # unreadable, or not a ModelProto
+        raise ValueError(f"{path} is not a readable SentencePiece model ({' '.join(str(e).split())[:200]}); "
+                         "give a .model written by SentencePiece or train one with --vocab-size") from None
 
 
 def check_tokenizer(sp, vocab_size: int | None = None, require_byte_fallback: bool = True):
@@ -571,16 +456,18 @@ def export_dataset(
 # CLI
 
 
-def _count(docs: Iterable[str]) -> int:
-    return sum(1 for _ in docs)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m data.export",
         description="Tokenize your own text into the challenge's shard layout (fineweb_{val,train}_XXXXXX.bin + manifest.json).",
     )
-    p.add_argument("--input", nargs="+", required=True, help=".jsonl / .txt files, read in the order given")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", help="local files read in the order given: .jsonl .json .parquet .arrow .csv "
+                     ".txt .md (optionally .gz/.zst), or a folder written by Dataset.save_to_disk")
+    src.add_argument("--hf-dataset", metavar="NAME", help="a dataset `datasets.load_dataset` finds (e.g. HuggingFaceFW/fineweb), streamed; needs --max-docs")
+    p.add_argument("--hf-config", default=None, help="--hf-dataset: the configuration (subset) name, e.g. sample-10BT")
+    p.add_argument("--split", default="train", help="--hf-dataset: the split to read (default: train)")
+    p.add_argument("--max-docs", type=int, default=None, help="read at most the first N documents")
     p.add_argument("--out", required=True, help="output folder for the shards, manifest and (trained) tokenizer")
     tok = p.add_mutually_exclusive_group(required=True)
     tok.add_argument("--vocab-size", type=int, help="train a SentencePiece BPE of this size (on the train docs) into OUT/tokenizer_V_bpe.model")
@@ -588,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-docs", type=int, default=None,
                    help=f"the first N documents form the val split (default: a tenth of the documents, at most {DEFAULT_VAL_DOCS_CAP})")
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard (default 10^8)")
-    p.add_argument("--text-field", default="text", help="JSON field holding the text in .jsonl inputs (default: text)")
+    p.add_argument("--text-field", default="text", help="field (column) holding the text in structured inputs (default: text)")
     p.add_argument("--txt-split", choices=TXT_SPLITS, default="blank",
                    help=".txt inputs: documents separated by blank lines (default), one per line, or one per file")
     p.add_argument("--tokenizer-train-docs", type=int, default=None, help="train the tokenizer on at most the first N train documents")
@@ -598,38 +485,82 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out_dir = Path(args.out)
-    t0 = time.time()
-    try:
-        all_docs = DocumentSource(args.input, args.text_field, args.txt_split)
-        existing = _existing_outputs(out_dir)
-        tok_path = Path(args.tokenizer) if args.tokenizer else out_dir / f"tokenizer_{args.vocab_size}_bpe.model"
-        if args.vocab_size is not None and tok_path.exists():
-            existing.append(tok_path)
-        if existing and not args.overwrite:
-            raise FileExistsError(
-                f"{out_dir} already holds {', '.join(p.name for p in existing[:3])}{', ...' if len(existing) > 3 else ''}; "
-                "refusing to overwrite (pass --overwrite)"
-            )
-        n_docs = _count(all_docs)
-        if n_docs < 2:
-            raise ValueError(f"need at least 2 documents (one val, one train), found {n_docs} in {', '.join(args.input)}")
-        val_docs = args.val_docs if args.val_docs is not None else min(DEFAULT_VAL_DOCS_CAP, max(1, n_docs // 10))
-        if val_docs < 1:
-            raise ValueError(f"--val-docs must be at least 1 (got {val_docs}): an empty validation split cannot be scored")
-        if val_docs >= n_docs:
-            raise ValueError(f"--val-docs {val_docs} leaves no training documents ({n_docs} documents in total)")
-        print(f"[export] {n_docs} documents: {val_docs} val, {n_docs - val_docs} train", flush=True)
+def _check_args(args, out_dir: Path) -> None:
+    """Every argument problem that can be seen before reading anything: one ValueError naming the fix."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is an existing file; give a folder (it is created if missing)")
+    for name in ("max_docs", "tokenizer_train_docs", "max_sentence_length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.hf_dataset and args.max_docs is None:
+        raise ValueError("--hf-dataset needs --max-docs N (a hub dataset may hold billions of documents)")
+    if args.val_docs is not None and args.val_docs < 1:
+        raise ValueError(f"--val-docs must be at least 1 (got {args.val_docs}): an empty validation split cannot be scored")
+    if not 0 < args.shard_tokens <= MAX_SHARD_TOKENS:
+        raise ValueError(f"--shard-tokens must be in [1, {MAX_SHARD_TOKENS}], got {args.shard_tokens}")
+    if args.vocab_size is not None and not 256 + 4 < args.vocab_size <= MAX_VOCAB:
+        raise ValueError(f"--vocab-size must be in [261, {MAX_VOCAB}] (256 byte pieces and 4 specials come first; "
+                         f"ids must fit the uint16 shards), got {args.vocab_size}")
+    if args.tokenizer is not None:
+        _load_sp(args.tokenizer)
+    if args.input:
+        for path in args.input:
+            check_input(Path(path))
 
+
+def _spool_hub(args, folder: Path) -> Path:
+    """Stream the hub documents once into a local JSON-lines file, which the export then reads (three passes)."""
+    spool = folder / "hub_documents.jsonl"
+    with open(spool, "w", encoding="utf-8") as f:
+        for doc in iter_documents([], args.text_field, hf_dataset=args.hf_dataset, hf_config=args.hf_config,
+                                  split=args.split, max_docs=args.max_docs):
+            f.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+    return spool
+
+
+def _export(args, out_dir: Path, spool_dir: Path) -> tuple[dict, Path]:
+    if args.hf_dataset:
+        inputs, text_field = [_spool_hub(args, spool_dir)], "text"
+        origin = {"hf_dataset": args.hf_dataset, "hf_config": args.hf_config, "split": args.split, "text_field": args.text_field}
+    else:
+        inputs, text_field = args.input, args.text_field
+        origin = {"inputs": [str(Path(p).resolve()) for p in inputs], "text_field": text_field, "txt_split": args.txt_split}
+    if args.max_docs is not None:
+        origin["max_docs"] = args.max_docs
+    all_docs = DocumentSource(inputs, text_field, args.txt_split, limit=args.max_docs)
+    existing = _existing_outputs(out_dir)
+    tok_path = Path(args.tokenizer) if args.tokenizer else out_dir / f"tokenizer_{args.vocab_size}_bpe.model"
+    if args.vocab_size is not None and tok_path.exists():
+        existing.append(tok_path)
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds {', '.join(p.name for p in existing[:3])}{', ...' if len(existing) > 3 else ''}; "
+            "refusing to overwrite (pass --overwrite, or choose another --out)"
+        )
+    n_docs = _count(all_docs)
+    where = args.hf_dataset or ", ".join(args.input)
+    if n_docs < 2:
+        raise ValueError(f"need at least 2 documents (one val, one train), found {n_docs} in {where}")
+    val_docs = args.val_docs if args.val_docs is not None else min(DEFAULT_VAL_DOCS_CAP, max(1, n_docs // 10))
+    if val_docs >= n_docs:
+        raise ValueError(f"--val-docs {val_docs} leaves no training documents ({n_docs} documents in total); lower --val-docs")
+    print(f"[export] {n_docs} documents: {val_docs} val, {n_docs - val_docs} train", flush=True)
+
+    trained: list[Path] = []
+    try:
         if args.vocab_size is not None:
-            if args.vocab_size > MAX_VOCAB:
-                raise ValueError(f"--vocab-size {args.vocab_size} exceeds {MAX_VOCAB} (uint16 shards)")
             t1 = time.time()
-            train_docs = DocumentSource(args.input, args.text_field, args.txt_split, skip=val_docs, limit=args.tokenizer_train_docs)
+            train_docs = DocumentSource(inputs, text_field, args.txt_split, skip=val_docs,
+                                        limit=min(n_docs - val_docs, args.tokenizer_train_docs or n_docs))
             extra = {} if args.max_sentence_length is None else {"max_sentence_length": args.max_sentence_length}
-            train_sentencepiece(train_docs, args.vocab_size, tok_path, **extra)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            trained = [tok_path, tok_path.with_suffix(".vocab")]
+            try:
+                train_sentencepiece(train_docs, args.vocab_size, tok_path, **extra)
+            except RuntimeError as e:  # SentencePiece's own refusals, e.g. a vocabulary too large for the text
+                raise ValueError(f"SentencePiece training failed ({' '.join(str(e).split())[:300]}); "
+                                 "change --vocab-size as it says, or give more text") from None
             print(f"[export] trained {tok_path} in {time.time() - t1:.1f}s", flush=True)
 
         def progress(msg: str, _last=[time.time()]) -> None:
@@ -637,14 +568,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _last[0] = time.time()
                 print(f"[export] {msg}", flush=True)
 
-        manifest = export_dataset(
-            all_docs, tok_path, out_dir, val_docs, args.shard_tokens, overwrite=args.overwrite,
-            source={"inputs": [str(Path(p).resolve()) for p in args.input], "text_field": args.text_field,
-                    "txt_split": args.txt_split},
-            progress=progress,
-        )
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        manifest = export_dataset(all_docs, tok_path, out_dir, val_docs, args.shard_tokens, overwrite=args.overwrite,
+                                  source=origin, progress=progress)
+    except BaseException:
+        if not args.overwrite:  # a tokenizer trained by this failed run is ours to remove; an older one was refused above
+            for p in trained:
+                p.unlink(missing_ok=True)
+        raise
+    return manifest, tok_path
+
+
+def _count(docs: Iterable[str]) -> int:
+    return sum(1 for _ in docs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out_dir = Path(args.out)
+    t0 = time.time()
+    created = not out_dir.exists()
+    try:
+        _check_args(args, out_dir)
+        with tempfile.TemporaryDirectory(prefix="export-hub-") as spool_dir:
+            manifest, tok_path = _export(args, out_dir, Path(spool_dir))
+    except (ValueError, OSError, KeyboardInterrupt) as e:  # DocumentError, TokenizerCheckError, FileExistsError, ...
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a folder this run made and left empty
+        if isinstance(e, KeyboardInterrupt):
+            print("error: interrupted; nothing was written to --out (run the same command again)", file=sys.stderr)
+            return 130
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename} (check the path and its permissions)"
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     s = manifest["datasets"][0]["stats"]
     print(f"[export] tokenizer: {tok_path} (vocab {manifest['datasets'][0]['vocab_size']})")

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sentencepiece as spm
 
+from data.documents import DocumentError
 from data.export import (
     CHALLENGE_SP_OPTIONS,
     DocumentSource,
@@ -20,6 +25,7 @@ from data.export import (
 )
 from data.shards import list_shards, read_header, read_shard
 
+ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 320
 WORDS = (
     "the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
@@ -70,19 +76,51 @@ def test_iter_jsonl_and_several_paths(tmp_path):
     assert list(iter_documents(b, text_field="body")) == ["three ü"]
 
 
+def _write_parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=3)  # several row groups: order must hold
+
+
+def test_datasets_sources_keep_document_order(tmp_path):
+    """parquet, arrow, csv, JSON arrays, compressed JSON lines and save_to_disk folders all go through `datasets`."""
+    import gzip
+
+    import datasets
+
+    docs = [f"document {i} \u00e9\n second line" for i in range(10)]
+    _write_parquet(tmp_path / "d.parquet", [{"id": i, "content": d} for i, d in enumerate(docs)])
+    assert list(iter_documents(tmp_path / "d.parquet", text_field="content")) == docs
+    (tmp_path / "d.json").write_text(json.dumps([{"text": d} for d in docs[:4]]), encoding="utf-8")
+    with gzip.open(tmp_path / "d.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs[4:])
+    assert list(iter_documents([tmp_path / "d.json", tmp_path / "d.jsonl.gz"])) == docs
+    ds = datasets.Dataset.from_dict({"text": docs})
+    ds.save_to_disk(str(tmp_path / "saved"))
+    arrow = sorted((tmp_path / "saved").glob("*.arrow"))
+    assert list(iter_documents(tmp_path / "saved")) == docs
+    assert list(iter_documents(arrow)) == docs
+    ds.to_csv(str(tmp_path / "d.csv"), index=False)
+    assert list(iter_documents(tmp_path / "d.csv")) == docs
+    both = iter_documents([tmp_path / "d.csv", tmp_path / "d.jsonl.gz"], max_docs=12)
+    assert list(both) == docs + docs[4:6]
+
+
 @pytest.mark.parametrize(
     "content, match",
     [
-        ('{"text": "ok"}\n{"text": "oops"\n', r"bad\.jsonl:2: bad JSON"),
-        ('{"text": "ok"}\n{"txt": "x"}\n', r"bad\.jsonl:2: no field 'text'"),
-        ('["text"]\n', r"bad\.jsonl:1: expected a JSON object"),
-        ('{"text": 5}\n', r"bad\.jsonl:1: field 'text' is int"),
+        ('{"text": "ok"}\n{"text": "oops"\n', r"bad\.jsonl: cannot read it \(JSON parse error"),
+        ('{"text": "ok"}\n{"txt": "x"}\n', r"bad\.jsonl: record 2 has no field 'text' \(fields: txt\)"),
+        ('{"txt": "x"}\n', r"bad\.jsonl: record 1 has no field 'text' \(fields: txt\); choose one with --text-field"),
+        ('{"text": 5}\n', r"bad\.jsonl: record 1: field 'text' is int"),
+        (b'{"text": "caf\xe9"}\n', r"bad\.jsonl: cannot read it .*UTF-8"),
     ],
 )
-def test_bad_jsonl_names_the_line(tmp_path, content, match):
+def test_bad_jsonl_names_the_file_and_record(tmp_path, content, match):
     p = tmp_path / "bad.jsonl"
-    p.write_text(content, encoding="utf-8")
-    with pytest.raises(ValueError, match=match):
+    p.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(DocumentError, match=match):
         list(iter_documents(p))
 
 
@@ -96,12 +134,18 @@ def test_iter_txt_modes(tmp_path):
         list(iter_documents(p, txt_split="para"))
 
 
-def test_iter_rejects_unknown_and_missing(tmp_path):
-    (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(ValueError, match="unsupported input"):
-        list(iter_documents(tmp_path / "x.csv"))
-    with pytest.raises(FileNotFoundError):
-        list(iter_documents(tmp_path / "missing.jsonl"))
+def test_iter_rejects_bad_inputs_before_reading(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "a"}\n')
+    (tmp_path / "x.xlsx").write_text("a,b\n")
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "folder").mkdir()
+    cases = [(tmp_path / "x.xlsx", "unsupported input type"), (tmp_path / "missing.jsonl", "input file not found"),
+             (tmp_path / "empty.jsonl", "is empty"), (tmp_path / "folder", "not one written by Dataset.save_to_disk")]
+    for bad, match in cases:
+        it = iter_documents([good, bad])
+        with pytest.raises(DocumentError, match=match):
+            next(it)  # nothing from `good` comes out first
 
 
 def test_document_source_is_reiterable(tmp_path):
@@ -109,6 +153,31 @@ def test_document_source_is_reiterable(tmp_path):
     p.write_text("a\nb\nc\nd\n")
     src = DocumentSource(p, txt_split="line", skip=1, limit=2)
     assert list(src) == ["b", "c"] and list(src) == ["b", "c"]
+    assert list(iter_documents(p, txt_split="line", max_docs=3)) == ["a", "b", "c"]
+
+
+def test_hub_dataset_is_streamed_by_name(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False):
+        calls.append((name, config, split, streaming))
+        return iter({"text": f"doc {i}", "url": "u"} for i in range(100))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    docs = list(iter_documents([], hf_dataset="HuggingFaceFW/fineweb", hf_config="sample-10BT", split="train", max_docs=5))
+    assert docs == [f"doc {i}" for i in range(5)]
+    assert calls == [("HuggingFaceFW/fineweb", "sample-10BT", "train", True)]
+    with pytest.raises(DocumentError, match="record 1 has no field 'body'"):
+        list(iter_documents([], "body", hf_dataset="x/y", max_docs=5))
+
+
+def test_hub_dataset_offline_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DocumentError, match=r"cannot load hub dataset no-such-user/no-such-set split train \(.*\); check the name"):
+        list(iter_documents([], hf_dataset="no-such-user/no-such-set", max_docs=3))
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer
@@ -292,14 +361,120 @@ def test_cli_end_to_end(tmp_path, docs, capsys):
     assert (m2["num_docs"], m2["num_val_docs"]) == (50, 5)
 
 
-def test_cli_errors(tmp_path, capsys):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "a"}\nnot json\n')
-    assert main(["--input", str(bad), "--out", str(tmp_path / "o"), "--vocab-size", "300"]) == 2
-    assert "bad.jsonl:2" in capsys.readouterr().err
-    two = tmp_path / "two.txt"
-    two.write_text("a\n\nb\n")
-    assert main(["--input", str(two), "--out", str(tmp_path / "o"), "--vocab-size", "300", "--val-docs", "2"]) == 2
-    assert "no training documents" in capsys.readouterr().err
-    assert main(["--input", str(two), "--out", str(tmp_path / "o"), "--vocab-size", "70000"]) == 2
-    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+def _tree(root):
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", [
+    "bad_json", "out_is_file", "missing_input", "missing_field", "empty_input", "blank_docs", "unknown_type",
+    "vocab_too_big", "vocab_too_small", "tokenizer_not_model", "tokenizer_missing", "hub_without_max_docs",
+    "val_docs_zero", "val_docs_all", "shard_tokens_zero", "existing_export", "unreadable_input", "max_docs_zero",
+    "sentencepiece_refuses",
+])
+def test_cli_bad_inputs_one_line_nothing_touched(tmp_path, capsys, case):
+    """Every bad input: exit 2, one `error:` line naming the input and the fix, no traceback, no file changed."""
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"text": d}) + "\n" for d in english_docs(40)), encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["--input", str(good), "--out", str(out), "--vocab-size", str(VOCAB)]
+    match = {"sentencepiece_refuses": "SentencePiece training failed (", "bad_json": "bad.jsonl: cannot read it", "out_is_file": "is an existing file; give a folder",
+             "missing_input": "input file not found", "missing_field": "has no field 'body' (fields: text); choose one with --text-field",
+             "empty_input": "empty.jsonl is empty", "blank_docs": "need at least 2 documents", "unknown_type": "unsupported input type",
+             "vocab_too_big": "--vocab-size must be in [261, 65536]", "vocab_too_small": "--vocab-size must be in",
+             "tokenizer_not_model": "is not a readable SentencePiece model", "tokenizer_missing": "tokenizer model not found",
+             "hub_without_max_docs": "--hf-dataset needs --max-docs", "val_docs_zero": "--val-docs must be at least 1",
+             "val_docs_all": "leaves no training documents", "shard_tokens_zero": "--shard-tokens must be in",
+             "existing_export": "refusing to overwrite", "unreadable_input": "cannot read", "max_docs_zero": "--max-docs must be at least 1"}[case]
+    if case == "bad_json":
+        (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
+        argv[1] = str(tmp_path / "bad.jsonl")
+    elif case == "out_is_file":
+        out.write_text("my notes")
+    elif case == "missing_input":
+        argv[1] = str(tmp_path / "nope.jsonl")
+    elif case == "missing_field":
+        argv += ["--text-field", "body"]
+    elif case == "empty_input":
+        (tmp_path / "empty.jsonl").write_text("")
+        argv[1:2] = [str(good), str(tmp_path / "empty.jsonl")]
+    elif case == "blank_docs":
+        (tmp_path / "blank.txt").write_text("\n  \n\n")
+        argv[1] = str(tmp_path / "blank.txt")
+    elif case == "unknown_type":
+        (tmp_path / "book.docx").write_text("x")
+        argv[1] = str(tmp_path / "book.docx")
+    elif case in ("vocab_too_big", "vocab_too_small"):
+        argv[-1] = "70000" if case == "vocab_too_big" else "100"
+    elif case in ("tokenizer_not_model", "tokenizer_missing"):
+        (tmp_path / "fake.model").write_text("not a model")
+        argv[-2:] = ["--tokenizer", str(tmp_path / ("fake.model" if case == "tokenizer_not_model" else "none.model"))]
+    elif case == "hub_without_max_docs":
+        argv[0:2] = ["--hf-dataset", "HuggingFaceFW/fineweb"]
+    elif case in ("val_docs_zero", "val_docs_all"):
+        argv += ["--val-docs", "0" if case == "val_docs_zero" else "40"]
+    elif case == "shard_tokens_zero":
+        argv += ["--shard-tokens", "0"]
+    elif case == "max_docs_zero":
+        argv += ["--max-docs", "0"]
+    elif case == "sentencepiece_refuses":  # 300 pieces cannot hold the corpus's 313 required characters
+        argv[-1] = "300"
+    elif case == "existing_export":
+        assert main(argv) == 0
+        capsys.readouterr()
+    elif case == "unreadable_input":
+        if os.geteuid() == 0:
+            pytest.skip("root reads any file")
+        good.chmod(0)
+    before = _tree(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert match in err, err
+    assert _tree(tmp_path) == before  # nothing written, nothing removed
+
+
+def test_cli_runs_as_a_command_without_traceback(tmp_path):
+    """The real entry point: a bad input gives one line on stderr and exit status 2."""
+    proc = subprocess.run([sys.executable, "-m", "data.export", "--input", str(tmp_path / "missing.parquet"), "--out",
+                           str(tmp_path / "o"), "--vocab-size", "300"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "input file not found" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_cli_exports_parquet_like_jsonl(tmp_path, docs):
+    """The same documents as parquet and as JSON lines give byte-identical shards and tokenizer."""
+    _write_parquet(tmp_path / "c.parquet", [{"text": d, "n": i} for i, d in enumerate(docs)])
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    for name in ("c.parquet", "c.jsonl"):
+        assert main(["--input", str(tmp_path / name), "--out", str(tmp_path / name.replace(".", "_")), "--vocab-size",
+                     str(VOCAB), "--val-docs", "20", "--max-docs", "200"]) == 0
+    a, b = tmp_path / "c_parquet", tmp_path / "c_jsonl"
+    for f in ("fineweb_val_000000.bin", "fineweb_train_000000.bin", f"tokenizer_{VOCAB}_bpe.model"):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    m = json.loads((a / "manifest.json").read_text())
+    assert (m["num_docs"], m["num_val_docs"], m["docs_meta"]["max_docs"]) == (200, 20, 200)
+
+
+def test_cli_hub_dataset_streams_once_and_exports(tmp_path, docs, monkeypatch):
+    """--hf-dataset NAME: streamed once (spooled locally for the three passes), at most --max-docs documents."""
+    import datasets
+
+    opened, real = [], datasets.load_dataset
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False, **local):
+        if local:  # the local spool file, read back through the real loader
+            return real(name, config, split=split, streaming=streaming, **local)
+        opened.append((name, config, split, streaming))
+        return iter({"content": d, "id": i} for i, d in enumerate(docs))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    out = tmp_path / "hub"
+    assert main(["--hf-dataset", "someone/corpus", "--hf-config", "en", "--split", "train", "--text-field", "content",
+                 "--max-docs", "120", "--out", str(out), "--vocab-size", str(VOCAB), "--val-docs", "10"]) == 0
+    assert opened == [("someone/corpus", "en", "train", True)]  # one streaming pass, not three
+    m = json.loads((out / "manifest.json").read_text())
+    assert (m["num_docs"], m["num_val_docs"]) == (120, 10)
+    assert m["docs_meta"] == {"hf_dataset": "someone/corpus", "hf_config": "en", "split": "train", "text_field": "content",
+                              "max_docs": 120}
+    sp = spm.SentencePieceProcessor(model_file=str(out / f"tokenizer_{VOCAB}_bpe.model"))
+    assert _split_docs(read_shard(out / "fineweb_val_000000.bin")) == [sp.encode(d) for d in docs[:10]]

@@ -68,7 +68,10 @@ def test_public_baseline_knob_defaults_on_cuda():
     assert (args.train_batch_tokens, args.train_seq_len, args.max_wallclock_seconds) == (524_288, 1024, 600.0)
     assert args.compile and args.dtype == "bf16" and args.tie_embeddings
     cpu = train_gpt.Hyperparameters(env={"MODEL_DIM": "96"}, device_type="cpu")
-    assert cpu.model_dim == 96 and cpu.num_layers == 4 and not cpu.compile and cpu.dtype == "fp32"
+    assert cpu.model_dim == 96 and cpu.num_layers == 4 and cpu.dtype == "fp32"
+    assert cpu.compile and cpu.warmup_steps == 2  # the 150 s CPU preset compiles; short runs (tests) stay eager
+    short = train_gpt.Hyperparameters(env={"MAX_WALLCLOCK_SECONDS": "30"}, device_type="cpu")
+    assert not short.compile and short.warmup_steps == 0 and short.matmul_dtype == "fp32"
     assert "MODEL_DIM" not in cpu.preset_line() and "NUM_LAYERS=4" in cpu.preset_line()
 
 
