@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_gpt  # noqa: E402
@@ -28,8 +29,24 @@ def tiny_model(seed: int = 0, vocab: int = V, std: float = 0.2):
 
 
 def nll_of(model):
+    """The model's own training loss per target (a reference to compare the evaluator with, never a scorer)."""
     return lambda x, y: model(x, y, reduction="none")
 
+
+class UnigramLM(nn.Module):
+    """A context-free model: the same distribution at every position, so a score cannot depend on windowing."""
+
+    def __init__(self, vocab: int = V, seed: int = 0):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(vocab, generator=torch.Generator().manual_seed(seed)))
+        self.eval()
+
+    def forward_logits(self, x):
+        return self.table.expand(*x.shape, -1)
+
+    def nll(self, y):
+        """float64 reference: -log p(y)."""
+        return -torch.log_softmax(self.table.detach().double(), 0)[y]
 
 
 def _gloo_entry(rank: int, world: int, port: int, worker, args, out) -> None:
