@@ -30,7 +30,8 @@ def psi(x: Tensor) -> Tensor:
 
 
 class HWNodeMixer(nn.Module):
-    audit_derived_caches = ("_cache",)  # the eval cache of E is a function of the weights only (eval/audit_ttt.py)
+    # The eval cache of E, and u, v (resynced to A's top singular pair on a cache miss), follow from the weights alone.
+    audit_derived_caches = ("_cache", "u", "v")  # see eval/audit_ttt.py
 
     def __init__(self, dim: int, state_dim: int, order: int, virtual_layers: int = 0,
                  term_gates: bool = False, state_bias: bool = False, term_gate_init: float = 1.0):

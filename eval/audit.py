@@ -60,12 +60,17 @@ class Check:
     name: str
     passed: bool
     detail: str
+    skipped: bool = False  # not run (the detail says why): never a pass, never a failure
+
+    @property
+    def status(self) -> str:
+        return "SKIP" if self.skipped else "PASS" if self.passed else "FAIL"
 
 
 def format_table(checks: list[Check]) -> str:
     width = max(len(c.name) for c in checks)
     lines = [f"{'check':<{width}}  result  detail"]
-    lines += [f"{c.name:<{width}}  {'PASS' if c.passed else 'FAIL':<6}  {c.detail}" for c in checks]
+    lines += [f"{c.name:<{width}}  {c.status:<6}  {c.detail}" for c in checks]
     return "\n".join(lines)
 
 
@@ -454,25 +459,50 @@ def check_ttt_order(run_ttt, model: nn.Module, num_targets: int, vocab_size: int
 
 # ---------- the whole audit ----------
 
+CHECKS = ("mode", "causality", "batch invariance", "statelessness", "normalization", "own loss", "coverage", "ttt score-first")
+
+
 def audit_model(model, vocab_size: int, seq_len: int = 128, stride: int = 32, batch_seqs: int = 4, ttt: TTTConfig | None = None,
                 val_tokens: torch.Tensor | None = None, extra_cases: tuple = (), positions: int = 2, seed: int = 0,
-                dtype: str = "fp32", autocast=contextlib.nullcontext, own_loss: bool = False) -> list[Check]:
-    """Every check on `model` (an nn.Module, or eval.remote.RemoteModel) at the scoring geometry."""
+                dtype: str = "fp32", autocast=contextlib.nullcontext, own_loss: bool = False,
+                only: tuple[str, ...] | None = None) -> list[Check]:
+    """Every check on `model` (an nn.Module, or eval.remote.RemoteModel) at the scoring geometry; `only` picks some
+    of CHECKS (the model checks always share one warm-up, first forward and state fingerprint)."""
     if seq_len < 2:
         raise ValueError(f"the audit needs windows of at least 2 tokens (got seq_len={seq_len})")
+    unknown = set(only or ()) - set(CHECKS)
+    if unknown:
+        raise ValueError(f"unknown checks {sorted(unknown)}; choose from {CHECKS}")
+    wanted = set(only or CHECKS) - (set() if own_loss or only else {"own loss"})
+    checks = [c for c in _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, positions, seed, dtype, autocast,
+                                       wanted)]
+    if "coverage" in wanted or "ttt score-first" in wanted:
+        checks += _procedure_checks(model, vocab_size, seq_len, stride, batch_seqs, ttt, extra_cases, seed, wanted)
+    return checks
+
+
+def _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, positions, seed, dtype, autocast, wanted) -> list[Check]:
     tol = TOLERANCE[dtype]
-    checks = [check_mode(model, vocab_size, seq_len)]
+    checks = [check_mode(model, vocab_size, seq_len)] if "mode" in wanted else []
+    if not wanted & {"causality", "batch invariance", "statelessness", "normalization", "own loss"}:
+        return checks
+    model.eval()  # as the trainer scores (the evaluator refuses train mode)
     probe = Probe(model, vocab_size, autocast)
     batches = sample_batches(val_tokens, vocab_size, seq_len, stride, batch_seqs, seed)
     probe.logp(torch.randint(0, vocab_size, (batch_seqs, seq_len), generator=torch.Generator().manual_seed(seed + 99)))  # warm-up, as the trainer
     fp_before = probe.fingerprint()
     refs = [probe.logp(b.x) for b in batches]  # the audit's first scoring forwards
-    causal = check_causality(probe, batches, refs, tol, seed)
-    batch = check_batch_invariance(probe, batches, refs, tol)
-    norm = check_normalization(probe, batches, positions, seed)
-    own = [check_own_loss(probe, batches, max(tol[0], 1e-4), seed)] if own_loss else []
-    checks += [causal, batch, check_statelessness(probe, batches, refs[0], fp_before, tol), norm, *own]  # statelessness: after all
+    run = {"causality": lambda: check_causality(probe, batches, refs, tol, seed),
+           "batch invariance": lambda: check_batch_invariance(probe, batches, refs, tol),
+           "normalization": lambda: check_normalization(probe, batches, positions, seed),
+           "own loss": lambda: check_own_loss(probe, batches, max(tol[0], 1e-4), seed)}
+    done = {name: fn() for name, fn in run.items() if name in wanted}
+    if "statelessness" in wanted:  # last: it compares against everything scored before
+        done["statelessness"] = check_statelessness(probe, batches, refs[0], fp_before, tol)
+    return checks + [done[n] for n in CHECKS if n in done]
 
+
+def _procedure_checks(model, vocab_size, seq_len, stride, batch_seqs, ttt, extra_cases, seed, wanted) -> list[Check]:
     luts = unit_byte_luts(vocab_size)
     n = min(vocab_size - 2, 4 * seq_len)  # distinct ids 1..V-1 (0 pads)
     # The run's TTT mode, learning rate and rank at the scoring geometry; audit-sized: 4 chunks, 1 epoch, no time budget.
@@ -487,17 +517,21 @@ def audit_model(model, vocab_size: int, seq_len: int = 128, stride: int = 32, ba
         score_first_ttt(m, m, tokens, cfg, luts, acc=acc)
 
     local = isinstance(model, nn.Module)
-    # The grid uses 100-target TTT chunks (many chunk boundaries); the run's own lengths use its chunk size.
-    plan_sets = [({"sliding": sliding_ranges, "ttt": ttt_ranges(100)}, default_cases()),
-                 ({"sliding": sliding_ranges, "ttt": ttt_ranges((ttt or TTTConfig()).chunk_tokens)}, list(extra_cases))]
-    checks.append(check_coverage([p for p in plan_sets if p[1]], {"sliding eval (3 ranks)": run_sliding}, n))
+    checks = []
+    if "coverage" in wanted:
+        # The grid uses 100-target TTT chunks (many chunk boundaries); the run's own lengths use its chunk size.
+        plan_sets = [({"sliding": sliding_ranges, "ttt": ttt_ranges(100)}, default_cases()),
+                     ({"sliding": sliding_ranges, "ttt": ttt_ranges((ttt or TTTConfig()).chunk_tokens)}, list(extra_cases))]
+        checks.append(check_coverage([p for p in plan_sets if p[1]], {"sliding eval (3 ranks)": run_sliding}, n))
+    if "ttt score-first" not in wanted:
+        return checks
     if local:
         ok, detail = check_ttt_score_first(run_ttt, model, vocab_size, n, ttt_chunks(n, cfg.chunk_tokens), seq_len, stride, batch_seqs,
                                            seed=seed)
         checks.append(Check("ttt score-first", ok, f"mode {cfg.mode}, {cfg.epochs} epochs: {detail}"))
     else:
-        checks.append(Check("ttt score-first", True, "not run on a record's process (its adaptation would run the record's code); "
-                            "the record's own eval/ttt.py is checked against the harness's by `records verify`"))
+        checks.append(Check("ttt score-first", True, "not run in a record's process (adapting would run the record's own training "
+                            "code under our checks); `records verify` checks its eval/ttt.py is the harness's", skipped=True))
     return checks
 
 
@@ -566,12 +600,14 @@ class RunKnobs:
     """What the audit takes from the run's knobs (read from its Hyperparameters, ours or a record's)."""
 
     vocab_size: int
+    train_seq_len: int
     seq_len: int
     stride: int
     batch_seqs: int
     dtype: str
     ttt: TTTConfig
     data_path: str
+    tokenizer_path: str
 
     @classmethod
     def from_values(cls, get, a: argparse.Namespace) -> "RunKnobs":
@@ -587,7 +623,8 @@ class RunKnobs:
         ttt = TTTConfig(mode=get("ttt_mode") or "full", lr=float(get("ttt_lr") or 0.0), lora_rank=int(get("ttt_lora_rank") or 8),
                         epochs=int(get("ttt_epochs") if get("ttt_epochs") is not None else 3),
                         chunk_tokens=int(get("ttt_chunk_tokens") or 32_768), seq_len=eval_len, stride=stride, batch_seqs=batch)
-        return cls(int(get("vocab_size")), eval_len, stride, batch, str(get("dtype") or "fp32"), ttt, str(get("data_path") or ""))
+        return cls(int(get("vocab_size")), train_len, eval_len, stride, batch, str(get("dtype") or "fp32"), ttt,
+                   str(get("data_path") or ""), str(get("tokenizer_path") or ""))
 
 
 def _knob_env(a: argparse.Namespace, base: dict) -> dict[str, str]:
@@ -606,10 +643,60 @@ def _autocast(dtype: str):
     return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
 
 
-def _report(label: str, checks: list[Check], results: dict) -> None:
-    print(f"audit: {label}")
+def rescore(model, val: torch.Tensor, luts, kind: str, knobs: RunKnobs, autocast=contextlib.nullcontext) -> dict:
+    """The score the run logged, recomputed by this checkout's evaluator: `sliding` (EVAL_SEQ_LEN, EVAL_STRIDE) or
+    `plain` (TRAIN_SEQ_LEN windows)."""
+    from eval.plain import evaluate
+
+    if kind == "sliding":
+        res = evaluate_sliding(model, val, knobs.seq_len, knobs.stride, knobs.batch_seqs, luts, autocast=autocast)
+    else:
+        res = evaluate(model, val, knobs.train_seq_len, knobs.batch_seqs, luts, autocast=autocast)
+    return {"kind": kind, "val_loss": res.val_loss, "val_bpb": res.val_bpb, "targets": res.targets_scored}
+
+
+def _luts_for(a, knobs: RunKnobs):
+    from eval.bpb import BpbInputError, build_byte_luts, load_tokenizer
+
+    path = a.tokenizer or (str(_sample_tokenizer(knobs.vocab_size)) if a.val_data == "sample" else knobs.tokenizer_path)
+    try:
+        sp = load_tokenizer(path)
+        if int(sp.vocab_size()) != knobs.vocab_size:
+            raise BpbInputError(f"{path} has {int(sp.vocab_size())} pieces, the model {knobs.vocab_size}: not the run's tokenizer")
+        return build_byte_luts(sp, knobs.vocab_size)
+    except (BpbInputError, ValueError) as e:
+        raise AuditInputError(f"--rescore needs the run's tokenizer (--tokenizer): {e}") from None
+
+
+def _sample_tokenizer(vocab_size: int) -> Path:
+    from data.sample import ensure_sample_dataset
+
+    return Path(ensure_sample_dataset(vocab_size=vocab_size).tokenizer_path)
+
+
+def _audit_one(model, knobs: RunKnobs, val, where: str, a, label: str, results: dict) -> None:
+    local = isinstance(model, nn.Module)
+    autocast = _autocast(knobs.dtype) if local else contextlib.nullcontext
+    checks = _run_checks(model, knobs, val, a, autocast)
+    print(f"audit: {label}: vocab {knobs.vocab_size}, L={knobs.seq_len} S={knobs.stride} B={knobs.batch_seqs} {knobs.dtype}, "
+          f"windows of {where}" + ("" if local else " (the record's own code, in its own process)"))
     print(format_table(checks))
-    results[label] = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in checks]
+    entry = {"checks": [{"name": c.name, "passed": c.passed, "status": c.status, "detail": c.detail} for c in checks], "rescore": None}
+    if a.rescore:
+        if val is None:
+            raise AuditInputError("--rescore needs validation data (--val-data sample or a shard folder)")
+        entry["rescore"] = rescore(model, val, _luts_for(a, knobs), a.rescore, knobs, autocast)
+        r = entry["rescore"]
+        print(f"rescore: {r['kind']} val_loss:{r['val_loss']:.8f} val_bpb:{r['val_bpb']:.8f} targets:{r['targets']}")
+    results[label] = entry
+
+
+def _run_checks(model, knobs: RunKnobs, val, a, autocast) -> list[Check]:
+    extra = [(n, knobs.seq_len, knobs.stride, 8) for n in (knobs.seq_len * 1000 + 1, knobs.seq_len * 1000 + knobs.stride + 7)]
+    if val is not None:
+        extra.append((val.numel() - 1, knobs.seq_len, knobs.stride, 8))
+    return audit_model(model, knobs.vocab_size, knobs.seq_len, knobs.stride, knobs.batch_seqs, knobs.ttt, val, tuple(extra),
+                       a.positions, a.seed, knobs.dtype, autocast, a.own_loss)
 
 
 def _audit_local(a, env) -> dict:
@@ -624,8 +711,7 @@ def _audit_local(a, env) -> dict:
     knobs = RunKnobs.from_values(lambda n: getattr(args, n, None), a)
     val, where = resolve_val(a.val_data, args.data_path, knobs.vocab_size, "DATA_PATH" in args.from_env)
     results: dict = {}
-    targets = [None] if a.random_init else a.artifact
-    for art in targets:
+    for art in [None] if a.random_init else a.artifact:
         torch.manual_seed(a.seed)
         if art is None:
             with torch.no_grad():  # zero-initialised projections would hide a leak: randomize every weight
@@ -637,22 +723,8 @@ def _audit_local(a, env) -> dict:
             except (OSError, ValueError, RuntimeError) as e:
                 raise AuditInputError(f"cannot load {art} into the model the knobs describe ({e}). Pass the training run's model knobs "
                                       "(NUM_LAYERS, MODEL_DIM, VOCAB_SIZE, MLP_KIND, ...) in the env, --config or KNOB=VALUE.") from None
-        _report(_label(art, knobs, where), _run_checks(model, knobs, val, a), results)
+        _audit_one(model, knobs, val, where, a, "random-init" if art is None else str(art), results)
     return results
-
-
-def _label(art, knobs: RunKnobs, where: str) -> str:
-    return (f"{'random-init' if art is None else art}: vocab {knobs.vocab_size}, L={knobs.seq_len} S={knobs.stride} "
-            f"B={knobs.batch_seqs} {knobs.dtype}, windows of {where}")
-
-
-def _run_checks(model, knobs: RunKnobs, val, a) -> list[Check]:
-    extra = [(n, knobs.seq_len, knobs.stride, 8) for n in (knobs.seq_len * 1000 + 1, knobs.seq_len * 1000 + knobs.stride + 7)]
-    if val is not None:
-        extra.append((val.numel() - 1, knobs.seq_len, knobs.stride, 8))
-    return audit_model(model, knobs.vocab_size, knobs.seq_len, knobs.stride, knobs.batch_seqs, knobs.ttt, val, tuple(extra),
-                       a.positions, a.seed, knobs.dtype, _autocast(knobs.dtype) if isinstance(model, nn.Module) else contextlib.nullcontext,
-                       a.own_loss)
 
 
 def _audit_record(a, env) -> dict:
@@ -662,20 +734,20 @@ def _audit_record(a, env) -> dict:
         raise AuditInputError("--record needs --artifact (the record's shipped artifact(s))")
     if not a.record.is_file():
         raise AuditInputError(f"--record {a.record}: no such file (pass the record folder's train_gpt.py)")
-    env = dict(env, DEVICE="cpu", COMPILE="0")
+    missing = [str(p) for p in a.artifact if not p.is_file()]
+    if missing:
+        raise AuditInputError(f"--artifact {missing[0]}: no such file")
     results: dict = {}
     try:
-        with RemoteModel(a.record, env, ROOT) as model:
+        with RemoteModel(a.record, dict(env, DEVICE="cpu", COMPILE="0"), ROOT, preset=a.preset) as model:
             leaked = model.info.get("repo_modules") or []
             if leaked:
-                results["record"] = [{"name": "isolation", "passed": False, "detail": f"the record imported {leaked} from the repository"}]
-                print(f"audit: FAIL: {a.record} imported {leaked} from the repository instead of its own copies")
-                return results
+                raise AuditInputError(f"the record {a.record} imported {leaked} from the repository instead of its own copies: re-pack it")
             knobs = RunKnobs.from_values(lambda n: model.info["knobs"].get(n), a)
-            val, where = resolve_val(a.val_data if a.val_data != "auto" else "none", "", knobs.vocab_size, False)
+            val, where = resolve_val("none" if a.val_data == "auto" else a.val_data, "", knobs.vocab_size, True)
             for art in a.artifact:
                 model.load(art)
-                _report(_label(art, knobs, where) + " (the record's own code, in its own process)", _run_checks(model, knobs, val, a), results)
+                _audit_one(model, knobs, val, where, a, str(art), results)
     except RemoteError as e:
         raise AuditInputError(f"the record {a.record} could not be audited: {e}") from None
     return results
@@ -696,6 +768,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-seqs", type=int, default=0, help="windows per forward (default: the run's EVAL_BATCH_SEQS)")
     p.add_argument("--positions", type=int, default=2, help="candidate-sum positions per batch of the normalization check")
     p.add_argument("--own-loss", action="store_true", help="also check the model's own forward(x, y) loss (for evaluators that used it)")
+    p.add_argument("--rescore", choices=["plain", "sliding"], help="also recompute the run's score with this checkout's evaluator")
+    p.add_argument("--tokenizer", help="SentencePiece .model for --rescore (default: the run's TOKENIZER_PATH, or the sample's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("knobs", nargs="*", metavar="KNOB=VALUE", help="knob overrides, as in the training run")
@@ -712,8 +786,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if a.json:
-        a.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    return 0 if all(c["passed"] for checks in results.values() for c in checks) else 1
+        a.json.write_text(json.dumps({"argv": list(argv if argv is not None else sys.argv[1:]), "artifacts": results}, indent=1) + "\n",
+                          encoding="utf-8")
+    return 0 if all(c["passed"] for entry in results.values() for c in entry["checks"]) else 1
 
 
 if __name__ == "__main__":

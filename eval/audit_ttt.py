@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from eval.bpb import BpbAccumulator, unit_byte_luts
 from eval.logprob import Scorer
@@ -50,11 +51,11 @@ class RecordingAccumulator(BpbAccumulator):
 
 
 def derived_cache_names(model: nn.Module) -> set[str]:
-    """Fingerprint keys of the weight-derived caches the model's modules declare."""
+    """Fingerprint keys of the weight-derived caches (attributes or buffers) the model's modules declare."""
     out = set()
     for mname, m in model.named_modules(remove_duplicate=False):
         for key in getattr(m, "audit_derived_caches", ()):
-            out.add(f"attribute {mname + '.' if mname else ''}{key}")
+            out |= {f"{kind} {mname + '.' if mname else ''}{key}" for kind in ("attribute", "buffer")}
     return out
 
 
@@ -216,6 +217,19 @@ def _exactly_once(log: list, stream: torch.Tensor, vocab_size: int, num_targets:
     return None
 
 
+def _detached_copy(model: nn.Module) -> nn.Module:
+    """A deep copy that survives the original's parametrizations being removed (torch shares the parametrized class,
+    whose properties removal deletes): each parametrized module of the copy gets its own class."""
+    clone = copy.deepcopy(model)
+    for m in clone.modules():
+        if parametrize.is_parametrized(m):
+            cls = type(m)
+            m.__class__ = type(cls.__name__, cls.__bases__, {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
+        m._forward_pre_hooks.clear()  # the spy's hooks came along with the copy
+        m._forward_hooks.clear()
+    return clone
+
+
 def _run(run_ttt, model: nn.Module, stream: torch.Tensor, on_enter=None) -> list:
     log: list = []
     spy = ForwardSpy(model, log, on_enter)
@@ -258,7 +272,7 @@ def check_ttt_score_first(run_ttt, model: nn.Module, vocab_size: int, num_target
 
         def grab(ids, inner, p=p, other=other, saved=saved):
             if not saved and bool((ids == other[p + 1]).any()):
-                saved["fingerprint"], saved["model"] = state_fingerprint(inner), copy.deepcopy(inner)
+                saved["fingerprint"], saved["model"] = state_fingerprint(inner), _detached_copy(inner)
 
         other_log = _run(run_ttt, model, other, grab)
         if p not in real_states or not saved:
@@ -274,11 +288,7 @@ def check_ttt_score_first(run_ttt, model: nn.Module, vocab_size: int, num_target
                 return False, f"cut at target {p}: target {i}'s score changed by {d:.3g} nats when only tokens after target {p} changed"
             worst = max(worst, d)
         # Replay: the state saved when target p was first scored scores that chunk alone, with the evaluator.
-        clone = saved["model"]
-        for mod in clone.modules():  # the spy's hooks came along with the copy
-            mod._forward_pre_hooks.clear()
-            mod._forward_hooks.clear()
-        clone.eval()
+        clone = saved["model"].eval()
         lo, hi = next((a, b) for a, b in chunks if a == p)
         replay_log: list = []
         with torch.no_grad():

@@ -144,7 +144,7 @@ def _pack(a: np.ndarray) -> tuple[dict, bytes]:
 
 # ---------- the child: the record's model behind a pipe ----------
 
-def _serve(entry: str, rfd: int, wfd: int, repo: str) -> None:
+def _serve(entry: str, rfd: int, wfd: int, repo: str, preset: str) -> None:
     import contextlib
     import importlib
     import runpy
@@ -154,7 +154,7 @@ def _serve(entry: str, rfd: int, wfd: int, repo: str) -> None:
 
     def build() -> None:
         try:
-            args = g["Hyperparameters"](env=dict(os.environ), device_type="cpu")
+            args = g["Hyperparameters"](env=dict(os.environ), device_type=preset)  # the run's defaults; the model stays on the CPU
         except TypeError:
             args = g["Hyperparameters"]()
         state["args"], state["model"] = args, g["build_model"](args).eval()
@@ -172,7 +172,7 @@ def _serve(entry: str, rfd: int, wfd: int, repo: str) -> None:
     def info() -> dict:
         args = state["args"]
         names = ("vocab_size", "train_seq_len", "eval_seq_len", "eval_stride", "eval_batch_seqs", "dtype", "ttt_enabled", "ttt_mode",
-                 "ttt_lr", "ttt_lora_rank", "ttt_epochs", "ttt_chunk_tokens", "data_path", "val_batch_size")
+                 "ttt_lr", "ttt_lora_rank", "ttt_epochs", "ttt_chunk_tokens", "data_path", "tokenizer_path", "val_batch_size")
         leaked = sorted(n for n, m in list(sys.modules.items()) if (getattr(m, "__file__", None) or "").startswith(repo))
         return {"knobs": {n: getattr(args, n, None) for n in names}, "repo_modules": leaked}
 
@@ -225,9 +225,10 @@ class _Mode:
 
 class RemoteModel:
     """The packed record `entry`, run in a child process from a fresh temporary folder outside `repo_root`,
-    with exactly `env` (plus a minimal PATH/HOME/locale) as its environment."""
+    with exactly `env` (plus a minimal PATH/HOME/locale) as its environment; its knobs start from the `preset`
+    defaults (cpu or cuda: the device the record ran on), its model runs on the CPU."""
 
-    def __init__(self, entry: Path, env: dict[str, str], repo_root: Path, timeout_s: float = 600.0):
+    def __init__(self, entry: Path, env: dict[str, str], repo_root: Path, timeout_s: float = 600.0, preset: str = "cpu"):
         self.timeout_s = timeout_s
         self.workdir = Path(tempfile.mkdtemp(prefix="pg-audit-"))
         if self.workdir.resolve().is_relative_to(Path(repo_root).resolve()):
@@ -242,7 +243,7 @@ class RemoteModel:
         self._log = open(self.workdir / "child.log", "w+b")
         source = Path(__file__).read_text(encoding="utf-8")
         cmd = [sys.executable, "-I", "-c", source, "--serve", "train_gpt.py", str(to_child_r), str(from_child_w),
-               str(Path(repo_root).resolve()) + os.sep]
+               str(Path(repo_root).resolve()) + os.sep, preset]
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=child_env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      pass_fds=(to_child_r, from_child_w))
         os.close(to_child_r)
@@ -331,5 +332,5 @@ class RemoteModel:
         self.close()
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--serve":
-    _serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "--serve":
+    _serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])

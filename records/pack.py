@@ -24,6 +24,7 @@ from pathlib import Path
 from records.bundle import ENTRY, bundle_imports, import_closure, is_packed, module_name, pack_files
 from records.folder import BYTE_BUDGET, REPO_ROOT, TRACKS
 from records.logs import RunLog, parse_log
+from records.rerun import write_audit
 from records.stats import significance
 
 # Knobs that name a run or a machine's paths, not the model's config: left out of the reproduction command.
@@ -355,6 +356,7 @@ def write_record(ev: Evidence, *, name: str, author: str, github_id: str, track:
     (folder / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
     (folder / "submission.json").write_text(json.dumps(sub, indent=2) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(build_readme(sub, ev, track), encoding="utf-8")
+    write_audit(folder, sub, repo_root)  # the audit's command and result, which verify reruns (records/rerun.py)
     return folder
 
 
