@@ -14,7 +14,9 @@ run's DTYPE under inference mode, the artifact's dequantized weights, and the ev
 
   mode              the model's eval() reaches every submodule, and the evaluator refuses a model in train() mode.
   causality         C1, at EVERY position of sampled windows: the distribution at t equals the one computed with
-                    every token after t replaced, in a batch of the scoring shape.
+                    every token after t replaced, in a batch of the scoring shape (half of them under no_grad, as TTT
+                    scores); also the mean gain of the target's log-probability, which exposes a small leak spread
+                    over many positions.
   batch invariance  a window scores the same alone, in its scoring batch, and at another row among other windows.
   statelessness     scoring changes no parameter, buffer or attribute (after one warm-up forward, so caches of the
                     weights may fill), and a batch scores the same first and last, in another order.
@@ -83,13 +85,14 @@ class Probe:
         self.scorer = Scorer(model, vocab_size)
         self.forwards = 0
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, no_grad: bool = False) -> torch.Tensor:
+        """no_grad: torch.no_grad instead of inference mode, as TTT scores (a leak gated on either shows)."""
         self.forwards += 1
-        with torch.inference_mode(), self.autocast():
+        with (torch.no_grad() if no_grad else torch.inference_mode()), self.autocast():
             return self.scorer.logits(x).float()
 
-    def logp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x).log_softmax(-1)
+    def logp(self, x: torch.Tensor, no_grad: bool = False) -> torch.Tensor:
+        return self.logits(x, no_grad).log_softmax(-1)
 
     def own_nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         own = getattr(self.model, "own_nll", None)
@@ -220,7 +223,7 @@ def check_causality(probe: Probe, batches: list[Batch], refs: list[torch.Tensor]
                 later = (torch.arange(seq_len)[None] > cut[:, None]) & batch.real[row][None]
                 shift = torch.randint(1, max(vocab, 2), xv.shape, generator=g)
                 xv = torch.where(later, (xv + shift) % vocab, xv)
-                lp = probe.logp(xv)
+                lp = probe.logp(xv, no_grad=(i // bsz) % 2 == 1)  # every other forward in TTT's grad mode
                 rows = torch.arange(cut.numel())
                 dev = deviation(ref[row, cut], lp[rows, cut], batch.y[row, cut])
                 gains.append(target_gain(ref[row, cut], lp[rows, cut], batch.y[row, cut])[: max(n - i, 0)])  # each position once
@@ -300,8 +303,9 @@ def check_statelessness(probe: Probe, batches: list[Batch], first: torch.Tensor,
     size, where = _worst(found)
     if size > tol[0]:
         return Check("statelessness", False, f"scores depend on what was scored before: {where}: changes by {size:.3g} nats")
-    return Check("statelessness", True, f"state unchanged over {probe.forwards} scoring forwards (parameters, buffers, attributes); "
-                 f"the first batch scored first and last, and the batches in reverse order, agree to {size:.1e} nats")
+    return Check("statelessness", True, f"state unchanged over {probe.forwards} scoring forwards incl. a whole sliding pass when the "
+                 f"split is here (parameters, buffers, attributes); the first batch scored first and last, and the batches in "
+                 f"reverse order, agree to {size:.1e} nats")
 
 
 # ---------- C2: full-vocabulary normalization ----------
@@ -498,6 +502,11 @@ def _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, po
            "own loss": lambda: check_own_loss(probe, batches, max(tol[0], 1e-4), seed)}
     done = {name: fn() for name, fn in run.items() if name in wanted}
     if "statelessness" in wanted:  # last: it compares against everything scored before
+        if val_tokens is not None:  # a whole scoring pass first, so a switch after as many forwards as the run's shows
+            plan = sliding_plan(0, val_tokens.numel() - 1, seq_len, stride)
+            with torch.inference_mode():
+                evaluate_sliding(model, val_tokens, seq_len, stride, batch_seqs, unit_byte_luts(vocab_size), autocast=autocast)
+            probe.forwards += -(-len(plan) // batch_seqs)
         done["statelessness"] = check_statelessness(probe, batches, refs[0], fp_before, tol)
     return checks + [done[n] for n in CHECKS if n in done]
 

@@ -31,11 +31,6 @@ def tiny_model(seed: int = 0, vocab: int = V, std: float = 0.2, **knobs):
     return model.eval()
 
 
-def nll_of(model):
-    """The model's own training loss per target (a reference to compare the evaluator with, never a scorer)."""
-    return lambda x, y: model(x, y, reduction="none")
-
-
 FREQUENT = 16  # text-like streams use mostly ids below this (a Zipf head), random tokens use all V
 
 

@@ -318,7 +318,8 @@ def test_cli_on_artifacts(tmp_path, capsys, clean_env):
     assert rc == 0, out
     assert out.count("PASS") == 14 and "ttt score-first" in out and f"L={L} S={S} B={B} fp32" in out and "599 targets" in out
     saved = json.loads((tmp_path / "audit.json").read_text())
-    assert len(saved) == 2 and all(c["passed"] for checks in saved.values() for c in checks)
+    assert len(saved["artifacts"]) == 2 and all(c["passed"] for a in saved["artifacts"].values() for c in a["checks"])
+    assert saved["argv"][:2] == ["--artifact", str(tmp_path / "final_model.pt")]
     rc = audit.main(["--artifact", str(tmp_path / "final_model.pt"), "--val-data", "none", *KNOB_ARGS, "NUM_LAYERS=3"])
     assert rc == 2 and "NUM_LAYERS" in capsys.readouterr().err
     with pytest.raises(SystemExit):
