@@ -469,23 +469,26 @@ CHECKS = ("mode", "causality", "batch invariance", "statelessness", "normalizati
 def audit_model(model, vocab_size: int, seq_len: int = 128, stride: int = 32, batch_seqs: int = 4, ttt: TTTConfig | None = None,
                 val_tokens: torch.Tensor | None = None, extra_cases: tuple = (), positions: int = 2, seed: int = 0,
                 dtype: str = "fp32", autocast=contextlib.nullcontext, own_loss: bool = False,
-                only: tuple[str, ...] | None = None) -> list[Check]:
+                only: tuple[str, ...] | None = None, score_luts=None, scored: dict | None = None) -> list[Check]:
     """Every check on `model` (an nn.Module, or eval.remote.RemoteModel) at the scoring geometry; `only` picks some
-    of CHECKS (the model checks always share one warm-up, first forward and state fingerprint)."""
+    of CHECKS (the model checks always share one warm-up, first forward and state fingerprint). The statelessness
+    check runs one whole sliding pass over val_tokens; with `score_luts` (the run's byte tables) that pass is the
+    run's sliding score, and its EvalResult goes to scored["sliding"]."""
     if seq_len < 2:
         raise ValueError(f"the audit needs windows of at least 2 tokens (got seq_len={seq_len})")
     unknown = set(only or ()) - set(CHECKS)
     if unknown:
         raise ValueError(f"unknown checks {sorted(unknown)}; choose from {CHECKS}")
     wanted = set(only or CHECKS) - (set() if own_loss or only else {"own loss"})
-    checks = [c for c in _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, positions, seed, dtype, autocast,
-                                       wanted)]
+    checks = _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, positions, seed, dtype, autocast, wanted,
+                           score_luts, scored if scored is not None else {})
     if "coverage" in wanted or "ttt score-first" in wanted:
         checks += _procedure_checks(model, vocab_size, seq_len, stride, batch_seqs, ttt, extra_cases, seed, wanted)
     return checks
 
 
-def _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, positions, seed, dtype, autocast, wanted) -> list[Check]:
+def _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, positions, seed, dtype, autocast, wanted, score_luts,
+                  scored) -> list[Check]:
     tol = TOLERANCE[dtype]
     checks = [check_mode(model, vocab_size, seq_len)] if "mode" in wanted else []
     if not wanted & {"causality", "batch invariance", "statelessness", "normalization", "own loss"}:
@@ -504,8 +507,8 @@ def _model_checks(model, vocab_size, seq_len, stride, batch_seqs, val_tokens, po
     if "statelessness" in wanted:  # last: it compares against everything scored before
         if val_tokens is not None:  # a whole scoring pass first, so a switch after as many forwards as the run's shows
             plan = sliding_plan(0, val_tokens.numel() - 1, seq_len, stride)
-            with torch.inference_mode():
-                evaluate_sliding(model, val_tokens, seq_len, stride, batch_seqs, unit_byte_luts(vocab_size), autocast=autocast)
+            scored["sliding"] = evaluate_sliding(model, val_tokens, seq_len, stride, batch_seqs, score_luts or unit_byte_luts(vocab_size),
+                                                 autocast=autocast)
             probe.forwards += -(-len(plan) // batch_seqs)
         done["statelessness"] = check_statelessness(probe, batches, refs[0], fp_before, tol)
     return checks + [done[n] for n in CHECKS if n in done]
@@ -652,13 +655,13 @@ def _autocast(dtype: str):
     return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
 
 
-def rescore(model, val: torch.Tensor, luts, kind: str, knobs: RunKnobs, autocast=contextlib.nullcontext) -> dict:
-    """The score the run logged, recomputed by this checkout's evaluator: `sliding` (EVAL_SEQ_LEN, EVAL_STRIDE) or
-    `plain` (TRAIN_SEQ_LEN windows)."""
+def rescore(model, val: torch.Tensor, luts, kind: str, knobs: RunKnobs, autocast=contextlib.nullcontext, done=None) -> dict:
+    """The score the run logged, recomputed by this checkout's evaluator: `sliding` (EVAL_SEQ_LEN, EVAL_STRIDE; `done`:
+    the audit's own sliding pass, made with these byte tables) or `plain` (TRAIN_SEQ_LEN windows)."""
     from eval.plain import evaluate
 
     if kind == "sliding":
-        res = evaluate_sliding(model, val, knobs.seq_len, knobs.stride, knobs.batch_seqs, luts, autocast=autocast)
+        res = done or evaluate_sliding(model, val, knobs.seq_len, knobs.stride, knobs.batch_seqs, luts, autocast=autocast)
     else:
         res = evaluate(model, val, knobs.train_seq_len, knobs.batch_seqs, luts, autocast=autocast)
     return {"kind": kind, "val_loss": res.val_loss, "val_bpb": res.val_bpb, "targets": res.targets_scored}
@@ -686,26 +689,28 @@ def _sample_tokenizer(vocab_size: int) -> Path:
 def _audit_one(model, knobs: RunKnobs, val, where: str, a, label: str, results: dict) -> None:
     local = isinstance(model, nn.Module)
     autocast = _autocast(knobs.dtype) if local else contextlib.nullcontext
-    checks = _run_checks(model, knobs, val, a, autocast)
+    if a.rescore and val is None:
+        raise AuditInputError("--rescore needs validation data (--val-data sample or a shard folder)")
+    luts = _luts_for(a, knobs) if a.rescore else None
+    scored: dict = {}
+    checks = _run_checks(model, knobs, val, a, autocast, luts, scored)
     print(f"audit: {label}: vocab {knobs.vocab_size}, L={knobs.seq_len} S={knobs.stride} B={knobs.batch_seqs} {knobs.dtype}, "
           f"windows of {where}" + ("" if local else " (the record's own code, in its own process)"))
     print(format_table(checks))
     entry = {"checks": [{"name": c.name, "passed": c.passed, "status": c.status, "detail": c.detail} for c in checks], "rescore": None}
     if a.rescore:
-        if val is None:
-            raise AuditInputError("--rescore needs validation data (--val-data sample or a shard folder)")
-        entry["rescore"] = rescore(model, val, _luts_for(a, knobs), a.rescore, knobs, autocast)
+        entry["rescore"] = rescore(model, val, luts, a.rescore, knobs, autocast, scored.get("sliding"))
         r = entry["rescore"]
         print(f"rescore: {r['kind']} val_loss:{r['val_loss']:.8f} val_bpb:{r['val_bpb']:.8f} targets:{r['targets']}")
     results[label] = entry
 
 
-def _run_checks(model, knobs: RunKnobs, val, a, autocast) -> list[Check]:
+def _run_checks(model, knobs: RunKnobs, val, a, autocast, luts=None, scored=None) -> list[Check]:
     extra = [(n, knobs.seq_len, knobs.stride, 8) for n in (knobs.seq_len * 1000 + 1, knobs.seq_len * 1000 + knobs.stride + 7)]
     if val is not None:
         extra.append((val.numel() - 1, knobs.seq_len, knobs.stride, 8))
     return audit_model(model, knobs.vocab_size, knobs.seq_len, knobs.stride, knobs.batch_seqs, knobs.ttt, val, tuple(extra),
-                       a.positions, a.seed, knobs.dtype, autocast, a.own_loss)
+                       a.positions, a.seed, knobs.dtype, autocast, a.own_loss, score_luts=luts, scored=scored)
 
 
 def _audit_local(a, env) -> dict:
