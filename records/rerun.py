@@ -132,33 +132,63 @@ def smoke_check(folder: Path, sub: dict, bundle_entry_source: str, smoke_data: t
 
 # ---------- the evaluator a record ships ----------
 
-def _git_blob(text: str) -> str:
-    data = text.encode("utf-8")
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+def canonical_source(text: str) -> str:
+    """A digest of what a module means, not how it is spelled: its AST without docstrings (comments and layout are
+    not in it), so a packer that strips docstrings or re-prints the code (ast.unparse) still matches."""
+    import ast
+
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return "unparsable:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                body = body[1:]
+            if not body or (len(body) == 1 and isinstance(body[0], ast.Expr) and getattr(body[0].value, "value", None) is Ellipsis):
+                body = [ast.Pass()]
+            node.body = body
+    return hashlib.sha1(ast.dump(tree, annotate_fields=False).encode("utf-8")).hexdigest()
 
 
-def known_evaluator_blobs(repo_root: Path) -> dict[str, set[str]]:
-    """eval/<module>.py -> git blob ids of every version this harness ever had (its history) and has now."""
+def known_evaluators(repo_root: Path) -> dict[str, set[str]]:
+    """eval/<module>.py -> canonical digests of every version this harness has now or ever had (the history of the
+    checked-out HEAD, not of every fetched branch)."""
     known: dict[str, set[str]] = {}
     for path in sorted((repo_root / "eval").glob("*.py")):
-        known.setdefault(f"eval/{path.name}", set()).add(_git_blob(path.read_text(encoding="utf-8")))
+        known.setdefault(f"eval/{path.name}", set()).add(canonical_source(path.read_text(encoding="utf-8")))
+    git = ["git", "-C", str(repo_root)]
     try:
-        out = subprocess.run(["git", "-C", str(repo_root), "log", "--all", "--format=", "--raw", "--no-abbrev", "--no-renames", "--", "eval"],
+        raw = subprocess.run([*git, "log", "HEAD", "--format=", "--raw", "--no-abbrev", "--no-renames", "--", "eval"],
                              capture_output=True, text=True, timeout=60, check=True).stdout
+        blobs: dict[str, str] = {}
+        for line in raw.splitlines():
+            m = re.match(r"^:\d+ \d+ ([0-9a-f]{40}) ([0-9a-f]{40}) \w+\t(eval/[^/]+\.py)$", line)
+            if m:
+                blobs.update({b: m.group(3) for b in m.group(1, 2) if set(b) != {"0"}})
+        if not blobs:
+            return known
+        out = subprocess.run([*git, "cat-file", "--batch"], input="\n".join(blobs).encode() + b"\n", capture_output=True, timeout=60,
+                             check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return known  # not a git checkout: the current files are the only known versions
-    for line in out.splitlines():
-        m = re.match(r"^:\d+ \d+ ([0-9a-f]{40}) ([0-9a-f]{40}) \w+\t(eval/[^/]+\.py)$", line)
-        if m:
-            known.setdefault(m.group(3), set()).update(b for b in m.group(1, 2) if set(b) != {"0"})
+    pos = 0
+    while pos < len(out):
+        head_end = out.index(b"\n", pos)
+        sha, kind, size = out[pos:head_end].decode().split()
+        body = out[head_end + 1 : head_end + 1 + int(size)]
+        pos = head_end + 1 + int(size) + 1
+        if kind == "blob" and sha in blobs:
+            known.setdefault(blobs[sha], set()).add(canonical_source(body.decode("utf-8", "replace")))
     return known
 
 
 def evaluator_provenance(sources: dict[str, str], repo_root: Path) -> tuple[list[str], bool]:
     """(eval modules that are no version of this harness's, whether the record scores through the model's own
     forward(x, y) because its evaluator predates eval/logprob.py)."""
-    known = known_evaluator_blobs(repo_root)
-    modified = sorted(rel for rel, text in sources.items() if rel.startswith("eval/") and _git_blob(text) not in known.get(rel, set()))
+    known = known_evaluators(repo_root)
+    modified = sorted(rel for rel, text in sources.items() if rel.startswith("eval/") and canonical_source(text) not in known.get(rel, set()))
     return modified, "eval/logprob.py" not in sources  # before it, scoring called the model's forward(x, y)
 
 
@@ -201,7 +231,7 @@ def audit_plan(folder: Path, sub: dict, *, val_data: Path | None = None) -> dict
     kind = "sliding" if score.startswith("final_sliding_window") else "plain" if score.endswith("_roundtrip_exact") else None
     can_rescore = kind and val != "none" and (val == "sample" or tokenizer)
     extra = ["--val-data", val] + (["--rescore", kind] if can_rescore else []) + (["--tokenizer", tokenizer] if can_rescore and tokenizer else [])
-    return {"identity": identity, "argv": identity + extra, "val": val, "score_line": score}
+    return {"identity": identity, "argv": identity + extra, "val": val, "score_line": score, "kind": kind}
 
 
 def _absolute(argv: list[str], folder: Path) -> list[str]:
@@ -284,20 +314,20 @@ def audit_check(folder: Path, sub: dict, repo_root: Path, *, val_data: Path | No
     val_data: a validation shard folder for records that did not train on the offline sample dataset."""
     folder = Path(folder)
     try:
-        bundle = unpack((folder / ENTRY).read_bytes())
+        unpack((folder / ENTRY).read_bytes())
     except (OSError, ValueError) as e:
         return Check("audit", "SKIP", f"{ENTRY} is not a file `records pack` made ({e}): the audit re-runs a record's shipped code "
                      "only from our packed format (a public challenge folder ships its own script)")
     if not any(isinstance(r, dict) and r.get("artifact") for r in sub["seed_results"].values()):
         return Check("audit", "SKIP", "no artifact in the folder (re-pack with --artifacts to audit it)")
     problems = []
-    modified, legacy = evaluator_provenance(bundle.sources, repo_root)
+    record = run_audit(folder, sub, repo_root, val_data=val_data)
+    modified, legacy = record["evaluator"]["modified"], record["evaluator"]["scored_through_model_forward"]
     if modified:
         problems.append(f"ships a modified evaluator: {modified} match no version of this harness's eval/ (its logged score came "
                         "from them): re-pack from an unmodified checkout")
-    record = run_audit(folder, sub, repo_root, val_data=val_data)
     if record.get("error") and not record.get("results"):
-        return Check("audit", "FAIL", f"`{record.get('command', 'python -m eval.audit')}` failed (exit {record.get('exit')}): {record['error']}")
+        return Check("audit", "FAIL", "; ".join(problems + [f"`{record['command']}` failed (exit {record['exit']}): {record['error']}"]))
     for art, checks in record["results"].items():
         failed = [n for n, status in checks.items() if status == "FAIL"]
         for n in failed:
@@ -328,7 +358,12 @@ def audit_check(folder: Path, sub: dict, repo_root: Path, *, val_data: Path | No
     skipped = [n for n, status in checks.items() if status == "SKIP"]
     what = (f"{len(ran)} checks ({', '.join(ran)}) on {len(record['results'])} artifact(s) with the record's own code in its own process"
             + (f" ({', '.join(skipped)} not run: {record['details'][next(iter(record['details']))].get(skipped[0], '')})" if skipped else ""))
-    extra = "; ".join(notes) if notes else ("no rescore: its validation split is not on this machine (pass val_data)" if not record["rescore"]
-                                            else "")
+    plan = audit_plan(folder, sub, val_data=val_data)
+    if notes:
+        extra = "; ".join(notes)
+    elif plan["kind"] is None:
+        extra = f"no rescore of a {plan['score_line'] or 'missing'} score (only plain and sliding scores are recomputed)"
+    else:
+        extra = "no rescore: its validation split (and tokenizer) is not on this machine (pass val_data)"
     legacy_note = "; its evaluator predates eval/logprob.py, so its model's own loss was checked too" if legacy else ""
     return Check("audit", "PASS", f"{what}, same as {AUDIT_FILE}; {extra}{legacy_note}; evaluator = the harness's")
