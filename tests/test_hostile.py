@@ -454,7 +454,6 @@ finally:
 """
 
 
-@pytest.mark.slow
 def test_the_trainer_scores_every_pass_in_eval_mode(tmp_path):
     """Bug: validate() ended with base_model.train(), so the sliding and TTT passes after it scored in train mode."""
     import json
