@@ -549,8 +549,8 @@ def _procedure_checks(model, vocab_size, seq_len, stride, batch_seqs, ttt, extra
                                            seed=seed)
         checks.append(Check("ttt score-first", ok, f"mode {cfg.mode}, {cfg.epochs} epochs: {detail}"))
     else:
-        checks.append(Check("ttt score-first", True, "not run in a record's process (adapting would run the record's own training "
-                            "code under our checks); `records verify` checks its eval/ttt.py is the harness's", skipped=True))
+        checks.append(Check("ttt score-first", True, "not run in a record's process: adapting would run the record's own training "
+                            "code under our checks; `records verify` checks its eval/ttt.py is the harness's", skipped=True))
     return checks
 
 

@@ -357,7 +357,7 @@ def audit_check(folder: Path, sub: dict, repo_root: Path, *, val_data: Path | No
     ran = [n for n, status in checks.items() if status == "PASS"]
     skipped = [n for n, status in checks.items() if status == "SKIP"]
     what = (f"{len(ran)} checks ({', '.join(ran)}) on {len(record['results'])} artifact(s) with the record's own code in its own process"
-            + (f" ({', '.join(skipped)} not run: {record['details'][next(iter(record['details']))].get(skipped[0], '')})" if skipped else ""))
+            + (f" ({', '.join(skipped)}: {record['details'][next(iter(record['details']))].get(skipped[0], 'skipped')})" if skipped else ""))
     plan = audit_plan(folder, sub, val_data=val_data)
     if notes:
         extra = "; ".join(notes)
