@@ -36,7 +36,8 @@ from arch.layers import cpu_has_native_bf16, keep_float_names, set_matmul_dtype
 from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_modules, mixer_report, parse_layer_spec
 from data.loader import DistributedTokenLoader
 from data.shards import list_shards, load_tokens
-from eval.bpb import build_byte_luts, warn_unknown_targets
+from eval.bpb import build_byte_luts, byte_rule_note, warn_unknown_targets
+from eval.logprob import eval_mode
 from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
 from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
@@ -348,6 +349,13 @@ def compile_model(args: Hyperparameters, base_model: nn.Module, muon, backend: s
     return torch.compile(base_model, dynamic=False, fullgraph=True, backend=backend)
 
 
+def compile_logits(args: Hyperparameters, base_model: nn.Module, backend: str = "inductor"):
+    """forward_logits, compiled like the model with COMPILE: the scoring passes normalize and pick targets themselves."""
+    if not args.compile:
+        return base_model.forward_logits
+    return torch.compile(base_model.forward_logits, dynamic=False, fullgraph=True, backend=backend)
+
+
 def lr_multiplier(args: Hyperparameters, step: int, elapsed_ms: float) -> float:
     """Warmdown to 0 over the last WARMDOWN_ITERS steps, measured in wall-clock time when there is a cap."""
     if args.warmdown_iters <= 0:
@@ -485,6 +493,8 @@ def main() -> None:
     val_tokens = torch.from_numpy(val_np.astype(np.int64))
     luts = build_byte_luts(sp, args.vocab_size, device)
     log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path}")
+    if (note := byte_rule_note(sp, luts, val_tokens)) is not None:
+        log0(note)  # whitespace pieces: our exact count differs from the public LUT rule
     log0(f"train_loader:dataset:{Path(args.data_path).resolve().name} train_shards:{len(train_shards)}")
     log0(f"val_loader:shards pattern={args.val_files} tokens:{val_tokens.numel() - 1}")
 
@@ -499,19 +509,19 @@ def main() -> None:
         log0(f"qat:armed scheme:{args.qat_scheme} layers:{n_qat} start_lr_scale:{args.qat_start_lr_scale}")
     optimizers, muon = build_optimizers(base_model, args)
     compiled_model = compile_model(args, base_model, muon)
+    compiled_logits = compile_logits(args, base_model)  # what scoring calls: the evaluator owns the target
     model: nn.Module = (
         DDP(compiled_model, device_ids=[local_rank] if device.type == "cuda" else None, broadcast_buffers=False)
         if distributed else compiled_model
     )
 
-    def token_nll(x, y):
-        return compiled_model(x, y, reduction="none")
-
     def validate():
-        base_model.eval()
+        # The evaluator scores forward_logits itself (full-vocabulary log-softmax, its own target pick) in eval
+        # mode; the model's mode is restored afterwards, so training resumes in train mode.
         local_batch_seqs = max(args.val_batch_size // (world_size * grad_accum_steps * args.train_seq_len), 1)
-        res = evaluate(token_nll, val_tokens, args.train_seq_len, local_batch_seqs, luts, rank, world_size, device, autocast)
-        base_model.train()
+        with eval_mode(base_model):
+            res = evaluate(base_model, val_tokens, args.train_seq_len, local_batch_seqs, luts, rank, world_size, device, autocast,
+                           logits_fn=compiled_logits)
         if res.targets_scored != res.targets_total:
             raise RuntimeError(f"scoring bug: {res.coverage_line}")
         return res
@@ -722,11 +732,13 @@ def main() -> None:
         base_model.load_state_dict(load_artifact(out_dir / args.export_specs[0].filename), strict=True)
     eval_len = args.eval_seq_len or args.train_seq_len
     stride = min(args.eval_stride, eval_len)
+    base_model.eval()  # every scoring forward runs in eval mode (the evaluators refuse train mode)
     if stride > 0:
-        warm_up_forward(token_nll, args.vocab_size, eval_len, args.eval_batch_seqs, device, autocast)
+        warm_up_forward(base_model, args.vocab_size, eval_len, args.eval_batch_seqs, device, autocast, logits_fn=compiled_logits)
         sync()
         t_eval = time.perf_counter()
-        res = evaluate_sliding(token_nll, val_tokens, eval_len, stride, args.eval_batch_seqs, luts, rank, world_size, device, autocast)
+        res = evaluate_sliding(base_model, val_tokens, eval_len, stride, args.eval_batch_seqs, luts, rank, world_size, device, autocast,
+                               logits_fn=compiled_logits)
         sync()
         secs = time.perf_counter() - t_eval
         if res.targets_scored != res.targets_total:
@@ -738,9 +750,10 @@ def main() -> None:
     if args.ttt_enabled:
         cfg = TTTConfig(args.ttt_mode, args.ttt_chunk_tokens, args.ttt_epochs, args.ttt_lr, args.ttt_lora_rank, eval_len,
                         stride or eval_len, args.eval_batch_seqs, args.eval_budget_seconds)
-        warm_up_ttt(base_model, compiled_model, cfg, args.vocab_size, device, autocast, rank, world_size)
+        warm_up_ttt(base_model, compiled_model, cfg, args.vocab_size, device, autocast, rank, world_size, logits_fn=compiled_logits)
         sync()
-        ttt = score_first_ttt(base_model, compiled_model, val_tokens, cfg, luts, rank, world_size, device, autocast)
+        ttt = score_first_ttt(base_model, compiled_model, val_tokens, cfg, luts, rank, world_size, device, autocast,
+                              logits_fn=compiled_logits)
         if ttt.eval.targets_scored != ttt.eval.targets_total:
             raise RuntimeError(f"scoring bug in the TTT eval: {ttt.eval.coverage_line}")
         log0(ttt.eval.coverage_line)

@@ -30,6 +30,9 @@ def psi(x: Tensor) -> Tensor:
 
 
 class HWNodeMixer(nn.Module):
+    # The eval cache of E, and u, v (resynced to A's top singular pair on a cache miss), follow from the weights alone.
+    audit_derived_caches = ("_cache", "u", "v")  # see eval/audit_ttt.py
+
     def __init__(self, dim: int, state_dim: int, order: int, virtual_layers: int = 0,
                  term_gates: bool = False, state_bias: bool = False, term_gate_init: float = 1.0):
         super().__init__()

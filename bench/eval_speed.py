@@ -105,7 +105,7 @@ def _main(argv=None) -> int:
     # The CPU preset's automatic compile is for training runs; on CPU, evals compile only when COMPILE=1 is asked for.
     compile_eval = args.compile and (device.type == "cuda" or "COMPILE" in args.from_env)
     forward = torch.compile(model, dynamic=False, fullgraph=True) if compile_eval else model
-    token_nll = lambda x, y: forward(x, y, reduction="none")  # noqa: E731
+    logits = torch.compile(model.forward_logits, dynamic=False, fullgraph=True) if compile_eval else model.forward_logits
     eval_len = args.eval_seq_len or args.train_seq_len
     batch = args.eval_batch_seqs
     n = val.numel() - 1
@@ -126,21 +126,22 @@ def _main(argv=None) -> int:
             torch.cuda.synchronize()
         return out, time.perf_counter() - t
 
-    warm_up_forward(token_nll, args.vocab_size, args.train_seq_len, batch, device, autocast)
-    res, secs = timed(lambda: evaluate(token_nll, val, args.train_seq_len, batch, luts, device=device, autocast=autocast))
+    warm_up_forward(model, args.vocab_size, args.train_seq_len, batch, device, autocast, logits_fn=logits)
+    res, secs = timed(lambda: evaluate(model, val, args.train_seq_len, batch, luts, device=device, autocast=autocast, logits_fn=logits))
     row(f"plain L={args.train_seq_len}", res.val_bpb, secs, n)
     strides = strides or [min(args.eval_stride, eval_len) or eval_len]
-    warm_up_forward(token_nll, args.vocab_size, eval_len, batch, device, autocast)
+    warm_up_forward(model, args.vocab_size, eval_len, batch, device, autocast, logits_fn=logits)
     for stride in strides:
-        res, secs = timed(lambda: evaluate_sliding(token_nll, val, eval_len, stride, batch, luts, device=device, autocast=autocast))
+        res, secs = timed(lambda: evaluate_sliding(model, val, eval_len, stride, batch, luts, device=device, autocast=autocast,
+                                                   logits_fn=logits))
         forwarded = len(sliding_plan(0, n, eval_len, stride)) * eval_len
         row(f"sliding S={stride}", res.val_bpb, secs, forwarded)
     for mode in modes:
         cfg = TTTConfig(mode=mode, chunk_tokens=args.ttt_chunk_tokens, epochs=args.ttt_epochs, lr=args.ttt_lr,
                         lora_rank=args.ttt_lora_rank, seq_len=eval_len, stride=strides[-1], batch_seqs=batch,
                         budget_s=args.eval_budget_seconds)
-        warm_up_ttt(model, forward, cfg, args.vocab_size, device, autocast)
-        ttt, secs = timed(lambda: score_first_ttt(model, forward, val, cfg, luts, device=device, autocast=autocast))
+        warm_up_ttt(model, forward, cfg, args.vocab_size, device, autocast, logits_fn=logits)
+        ttt, secs = timed(lambda: score_first_ttt(model, forward, val, cfg, luts, device=device, autocast=autocast, logits_fn=logits))
         row(f"ttt {mode} S={cfg.stride}", ttt.eval.val_bpb, secs, None)
         print(f"  {ttt.summary} lr:{cfg.learning_rate} epochs:{cfg.epochs} chunk:{cfg.chunk_tokens}")
     return 0

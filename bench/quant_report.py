@@ -52,7 +52,7 @@ def main() -> None:
 
     def bpb() -> float:
         model.eval()
-        res = evaluate(lambda x, y: model(x, y, reduction="none"), val, args.train_seq_len, 16, luts)
+        res = evaluate(model, val, args.train_seq_len, 16, luts)
         return res.val_bpb
 
     rows = [("float (no export)", 0, bpb(), float("nan"), 0.0)]

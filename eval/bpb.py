@@ -1,9 +1,14 @@
-"""Bits per byte with the challenge's byte rules, and an audit CLI for a tokenizer's byte accounting.
+"""Bits per byte, bytes = the UTF-8 bytes of the decoded text, and a CLI that audits a tokenizer's byte accounting.
 
-For target y after previous token x: bytes(y) = base_bytes[y] + (has_leading_space[y] and not is_boundary[x]).
-Control/unknown/unused pieces are boundaries worth 0 bytes, byte-fallback pieces are 1 byte, any other
-piece is the UTF-8 length of its text without one leading "▁", which counts as a space byte unless it
-follows a boundary token (BOS starts a document, so its first word has no space before it).
+For target y after previous token x: bytes(y) = base_bytes[y] + (has_leading_space[y] and (not is_boundary[x] or
+space_at_doc_start)). Control/unknown/unused pieces are boundaries worth 0 bytes, byte-fallback pieces are 1 byte,
+any other piece is the UTF-8 length of its decoded text: every "▁" in it decodes to one space (1 byte), and one
+leading "▁" is the has_leading_space byte. After a boundary (BOS starts a document) that leading space is dropped
+when the tokenizer's decoder drops it (a dummy prefix, the usual case) and kept when it does not.
+
+This is the challenge's LUT rule (HARNESS.md A4) wherever that rule is exact. It differs on tokenizers trained with
+remove_extra_whitespaces=False: the public rule charges 3 bytes for each inner "▁" of whitespace pieces ("▁▁",
+"▁▁▁▁") and drops a document's real leading space without a dummy prefix. `byte_rule_note` says by how much.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,13 +32,17 @@ class ByteLuts:
     has_leading_space: torch.Tensor  # bool (V,)
     is_boundary: torch.Tensor  # bool (V,)
     unk_id: int | None = None
+    space_at_doc_start: bool = False  # the decoder keeps a leading "▁" after a boundary (no dummy prefix to strip)
+    multi_space_pieces: int = 0  # pieces with more than one "▁" (whitespace runs): where the public rule over-counts
 
     def to(self, device) -> "ByteLuts":
-        return ByteLuts(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device), self.unk_id)
+        return ByteLuts(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device), self.unk_id,
+                        self.space_at_doc_start, self.multi_space_pieces)
 
 
-def build_byte_luts(sp, vocab_size: int, device="cpu") -> ByteLuts:
-    """Lookup tables sized max(tokenizer vocab, model vocab); ids past the tokenizer are 0-byte boundaries."""
+def build_byte_luts(sp, vocab_size: int, device="cpu", public_rule: bool = False) -> ByteLuts:
+    """Lookup tables sized max(tokenizer vocab, model vocab); ids past the tokenizer are 0-byte boundaries.
+    public_rule: the challenge's tables instead (inner "▁" as 3 bytes, no space after a boundary), to compare."""
     sp_vocab = int(sp.vocab_size())
     if int(sp.piece_to_id(SPACE_MARK)) == int(sp.unk_id()):
         # Challenge issue #897: without a standalone "▁" a space is spelled with byte-fallback pieces that
@@ -45,6 +55,7 @@ def build_byte_luts(sp, vocab_size: int, device="cpu") -> ByteLuts:
     base = np.zeros(size, dtype=np.int16)
     lead = np.zeros(size, dtype=np.bool_)
     boundary = np.ones(size, dtype=np.bool_)
+    multi = 0
     for i in range(sp_vocab):
         if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
             continue
@@ -53,12 +64,16 @@ def build_byte_luts(sp, vocab_size: int, device="cpu") -> ByteLuts:
             base[i] = 1
             continue
         piece = sp.id_to_piece(i)
+        multi += piece.count(SPACE_MARK) > 1
         if piece.startswith(SPACE_MARK):
             lead[i] = True
             piece = piece[1:]
-        base[i] = len(piece.encode("utf-8"))
+        base[i] = len((piece if public_rule else piece.replace(SPACE_MARK, " ")).encode("utf-8"))
     unk = int(sp.unk_id()) if sp.unk_id() >= 0 else None
-    return ByteLuts(torch.tensor(base, device=device), torch.tensor(lead, device=device), torch.tensor(boundary, device=device), unk)
+    # A decoder with a dummy prefix drops the first "▁" of a document: decode(["▁"]) is "" then, " " without one.
+    keeps_space = not public_rule and sp.decode([int(sp.piece_to_id(SPACE_MARK))]) == " "
+    return ByteLuts(torch.tensor(base, device=device), torch.tensor(lead, device=device), torch.tensor(boundary, device=device), unk,
+                    keeps_space, multi)
 
 
 def unit_byte_luts(vocab_size: int, device="cpu") -> ByteLuts:
@@ -70,7 +85,8 @@ def unit_byte_luts(vocab_size: int, device="cpu") -> ByteLuts:
 def target_bytes(prev_ids: torch.Tensor, target_ids: torch.Tensor, luts: ByteLuts) -> torch.Tensor:
     """Bytes charged to each target (same shape as target_ids), as int32."""
     b = luts.base_bytes[target_ids].to(torch.int32)
-    return b + (luts.has_leading_space[target_ids] & ~luts.is_boundary[prev_ids]).to(torch.int32)
+    after = ~luts.is_boundary[prev_ids] | luts.space_at_doc_start
+    return b + (luts.has_leading_space[target_ids] & after).to(torch.int32)
 
 
 class BpbAccumulator:
@@ -121,13 +137,50 @@ def warn_unknown_targets(unk_targets: int, total: int, log=None) -> None:
 
 def count_stream_bytes(tokens: np.ndarray, luts: ByteLuts) -> tuple[int, int]:
     """(targets, bytes) of a token stream whose first token is context only."""
-    t = torch.from_numpy(tokens.astype(np.int64))
-    return t.numel() - 1, int(target_bytes(t[:-1], t[1:], luts).sum())
+    t = torch.from_numpy(np.asarray(tokens).astype(np.int64)) if not isinstance(tokens, torch.Tensor) else tokens.long().cpu()
+    return t.numel() - 1, int(target_bytes(t[:-1], t[1:], luts.to("cpu")).sum())
+
+
+def byte_rule_note(sp, luts: ByteLuts, tokens) -> str | None:
+    """None when the public challenge's LUT rule counts this stream's bytes exactly as ours does; else one line
+    saying how many bytes it would count and how much lower its bpb would be."""
+    if not luts.multi_space_pieces and not luts.space_at_doc_start:
+        return None
+    public = build_byte_luts(sp, luts.base_bytes.numel(), public_rule=True)
+    _, ours = count_stream_bytes(tokens, luts)
+    _, theirs = count_stream_bytes(tokens, public)
+    if theirs == ours:
+        return None
+    why = []
+    if luts.multi_space_pieces:
+        why.append(f"{luts.multi_space_pieces} pieces hold more than one '\u2581' (whitespace runs, remove_extra_whitespaces=False)")
+    if luts.space_at_doc_start:
+        why.append("its decoder keeps a document's leading space (no dummy prefix)")
+    return (f"byte_rule: bytes are the UTF-8 bytes of the decoded text, {ours} here; the public challenge's LUT rule would count "
+            f"{theirs} ({100.0 * (theirs - ours) / ours:+.2f}%), making val_bpb {100.0 * (1 - ours / theirs):.2f}% "
+            f"{'lower' if theirs > ours else 'higher'}, because " + " and ".join(why))
+
+
+class BpbInputError(ValueError):
+    """A bad CLI input; the message names it and the fix."""
+
+
+def load_tokenizer(path: str):
+    """A SentencePieceProcessor for `path`, or BpbInputError naming the problem."""
+    import sentencepiece as spm
+
+    p = Path(path)
+    if not p.is_file():
+        raise BpbInputError(f"--tokenizer {path}: no such file (pass the SentencePiece .model the shards were made with)")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(p))
+    except (RuntimeError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BpbInputError(f"--tokenizer {path} is not a SentencePiece model ({first}); pass the .model file, not the .vocab "
+                            "(python -m data.export writes both)") from None
 
 
 def main(argv=None) -> int:
-    import sentencepiece as spm
-
     from data.shards import load_tokens
 
     p = argparse.ArgumentParser(prog="python -m eval.bpb", description="Audit a tokenizer's byte accounting on a shard set.")
@@ -135,15 +188,35 @@ def main(argv=None) -> int:
     p.add_argument("--shards", required=True, help="glob of shard files, e.g. 'data/.../fineweb_val_*.bin'")
     p.add_argument("--vocab-size", type=int, default=0, help="model vocab (default: the tokenizer's)")
     args = p.parse_args(argv)
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer)
-    luts = build_byte_luts(sp, args.vocab_size or int(sp.vocab_size()))
-    tokens = load_tokens(args.shards)
-    if tokens.size and int(tokens.max()) >= luts.base_bytes.numel():
-        print(f"error: shard ids reach {int(tokens.max())} but the tokenizer has {int(sp.vocab_size())} pieces", file=sys.stderr)
+    try:
+        sp = load_tokenizer(args.tokenizer)
+        if args.vocab_size < 0:
+            raise BpbInputError(f"--vocab-size {args.vocab_size} must be positive (or 0 for the tokenizer's)")
+        try:
+            luts = build_byte_luts(sp, args.vocab_size or int(sp.vocab_size()))
+        except ValueError as e:
+            raise BpbInputError(f"--tokenizer {args.tokenizer}: {e}") from None
+        try:
+            tokens = load_tokens(args.shards)
+        except FileNotFoundError:
+            raise BpbInputError(f"--shards {args.shards}: no file matches (quote the glob, e.g. 'data/.../fineweb_val_*.bin')") from None
+        except ValueError as e:
+            raise BpbInputError(f"--shards {args.shards}: {e}") from None
+        if tokens.size < 2:
+            raise BpbInputError(f"--shards {args.shards} holds {tokens.size} tokens: nothing to count (a stream needs 2 or more)")
+        if int(tokens.max()) >= luts.base_bytes.numel():
+            raise BpbInputError(f"--shards {args.shards}: ids reach {int(tokens.max())} but the tokenizer has {int(sp.vocab_size())} "
+                                "pieces: the shards were made with another tokenizer")
+    except BpbInputError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     n, nbytes = count_stream_bytes(tokens, luts)
     unk = int((tokens[1:] == luts.unk_id).sum()) if luts.unk_id is not None else 0
-    print(f"tokens:{n} bytes:{nbytes} bytes_per_token:{nbytes / max(n, 1):.4f} unk_targets:{unk}")
+    print(f"tokens:{n} bytes:{nbytes} bytes_per_token:{nbytes / max(n, 1):.4f} unk_targets:{unk} "
+          f"multi_space_pieces:{luts.multi_space_pieces}")
+    note = byte_rule_note(sp, luts, tokens)
+    if note:
+        print(f"FLAG: {note}", file=sys.stderr)
     warn_unknown_targets(unk, n, log=lambda m: print(m, file=sys.stderr))
     return 0
 

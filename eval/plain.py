@@ -2,7 +2,8 @@
 
 The public baseline truncates the stream to a multiple of the sequence length and never scores up to
 L-1 tail targets; here the tail is scored as one shorter window, and the number of scored targets is
-returned so the caller can log `val_targets_scored:N/N`.
+returned so the caller can log `val_targets_scored:N/N`. Scores come from the model's logits through
+eval/logprob.py: the model never sees a target.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from eval.bpb import BpbAccumulator, ByteLuts
+from eval.logprob import Scorer
 
 
 @dataclass
@@ -41,13 +43,15 @@ def window_plan(num_targets: int, seq_len: int, rank: int, world_size: int) -> l
 
 @torch.inference_mode()
 def evaluate(
-    token_nll, val_tokens: torch.Tensor, seq_len: int, batch_seqs: int, luts: ByteLuts,
-    rank: int = 0, world_size: int = 1, device="cpu", autocast=contextlib.nullcontext,
+    model, val_tokens: torch.Tensor, seq_len: int, batch_seqs: int, luts: ByteLuts,
+    rank: int = 0, world_size: int = 1, device="cpu", autocast=contextlib.nullcontext, logits_fn=None,
 ) -> EvalResult:
-    """token_nll(x, y) -> per-target nll (B, T). val_tokens: 1-D int64 stream whose first token is context only."""
+    """Scores `model` (in eval mode) from forward_logits, or from `logits_fn` (e.g. its compiled version).
+    val_tokens: 1-D int64 stream whose first token is context only."""
     num_targets = val_tokens.numel() - 1
     if num_targets <= 0:
         raise ValueError("the validation split is empty: it needs at least two tokens")
+    scorer = Scorer(model, luts.base_bytes.numel(), logits_fn)
     acc = BpbAccumulator(device)
     plan = window_plan(num_targets, seq_len, rank, world_size)
     full = [s for s, n in plan if n == seq_len]
@@ -61,7 +65,7 @@ def evaluate(
             chunk = torch.stack([val_tokens[s : s + seq_len + 1] for s in batch]).to(device)
         x, y = chunk[:, :-1], chunk[:, 1:]
         with autocast():
-            nll = token_nll(x, y)
+            nll = scorer(x, y)
         acc.add(nll.float(), x, y, luts)
     acc.all_reduce()
     loss, bpb = acc.result()

@@ -16,6 +16,7 @@ as training sequences do; a target right after a BOS still sees the previous doc
 Speed: every forward has the same shape (batch_seqs, L): the one short window (the tail) is right-padded and
 the last batch is padded with empty windows, so a compiled forward is traced once. Padding sits after every
 scored position and is never scored, so a causal model (eval.audit checks it) gives identical scores.
+Scores come from the model's logits through eval/logprob.py (eval mode; the model never sees a target).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from eval.bpb import BpbAccumulator, ByteLuts
+from eval.logprob import Scorer
 from eval.plain import EvalResult
 
 
@@ -99,13 +101,13 @@ def window_batches(val_tokens: torch.Tensor, plan: WindowPlan, seq_len: int, bat
         yield x, y, real & (idx >= lo[:, None])
 
 
-def score_windows(token_nll, val_tokens: torch.Tensor, plan: WindowPlan, seq_len: int, batch_seqs: int,
+def score_windows(scorer: Scorer, val_tokens: torch.Tensor, plan: WindowPlan, seq_len: int, batch_seqs: int,
                   luts: ByteLuts, acc: BpbAccumulator, autocast=contextlib.nullcontext) -> None:
     """Adds the scored targets of `plan` to `acc` (no all-reduce). val_tokens sits on the compute device;
     callers hold inference mode."""
     for x, y, mask in window_batches(val_tokens, plan, seq_len, batch_seqs):
         with autocast():
-            nll = token_nll(x, y)
+            nll = scorer(x, y)
         acc.add(nll.float()[mask], x[mask], y[mask], luts)
 
 
@@ -117,31 +119,34 @@ def budget_note(seconds: float, budget_s: float) -> str:
 
 
 @torch.inference_mode()
-def warm_up_forward(token_nll, vocab_size: int, seq_len: int, batch_seqs: int, device, autocast=contextlib.nullcontext,
-                    seed: int = 0) -> None:
+def warm_up_forward(model, vocab_size: int, seq_len: int, batch_seqs: int, device, autocast=contextlib.nullcontext,
+                    seed: int = 0, logits_fn=None) -> None:
     """Traces/compiles the eval shape on random tokens, so no validation token is seen before it is scored
     and compile time stays out of the measured eval time."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, vocab_size, (batch_seqs, seq_len + 1), generator=g).to(device)
     with autocast():
-        token_nll(x[:, :-1], x[:, 1:])
+        Scorer(model, vocab_size, logits_fn)(x[:, :-1], x[:, 1:])
 
 
 @torch.inference_mode()
 def evaluate_sliding(
-    token_nll, val_tokens: torch.Tensor, seq_len: int, stride: int, batch_seqs: int, luts: ByteLuts,
+    model, val_tokens: torch.Tensor, seq_len: int, stride: int, batch_seqs: int, luts: ByteLuts,
     rank: int = 0, world_size: int = 1, device="cpu", autocast=contextlib.nullcontext, acc: BpbAccumulator | None = None,
+    logits_fn=None,
 ) -> EvalResult:
-    """token_nll(x, y) -> per-target nll (B, T) from a full softmax. val_tokens: 1-D int64 stream (first token is
-    context only). Sums are float64 and all-reduced across ranks. `acc` lets eval.audit record what is scored."""
+    """Scores `model` (in eval mode) from forward_logits, or from `logits_fn` (e.g. its compiled version).
+    val_tokens: 1-D int64 stream (first token is context only). Sums are float64 and all-reduced across ranks.
+    `acc` lets eval.audit record what is scored."""
     num_targets = val_tokens.numel() - 1
     if num_targets <= 0:
         raise ValueError("the validation split is empty: it needs at least two tokens")
     if batch_seqs <= 0:
         raise ValueError(f"EVAL_BATCH_SEQS={batch_seqs} must be positive")
+    scorer = Scorer(model, luts.base_bytes.numel(), logits_fn)
     acc = acc if acc is not None else BpbAccumulator(device)
     plan = sliding_plan(0, num_targets, seq_len, stride).shard(rank, world_size)
-    score_windows(token_nll, val_tokens.to(device), plan, seq_len, batch_seqs, luts, acc, autocast)
+    score_windows(scorer, val_tokens.to(device), plan, seq_len, batch_seqs, luts, acc, autocast)
     acc.all_reduce()
     loss, bpb = acc.result()
     return EvalResult(loss, bpb, acc.targets, num_targets, acc.unk_targets)

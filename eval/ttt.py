@@ -11,6 +11,10 @@ any target range not scored yet, and the prefix grows only when a chunk is score
 the same property from outside by watching every forward pass. Compile warm-up is `warm_up_ttt`, which runs
 on random tokens and is never given validation tokens.
 
+Scoring goes through eval/logprob.py (the model's logits, eval mode, the target picked by the evaluator);
+adaptation runs the model's training forward(x, y) in train() mode, and the model's modes are restored before
+the next chunk is scored.
+
 Modes: "full" trains every parameter with SGD + momentum (the recipe of PR #549: lr 0.002, momentum 0.9,
 3 epochs, clip 1.0, cosine over chunks); "lora" freezes the model and trains rank-r adapters added to every
 nn.Linear / nn.Embedding weight (torch parametrizations) with Adam. The model's weights are restored when the
@@ -34,6 +38,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from eval.bpb import BpbAccumulator, ByteLuts, unit_byte_luts
+from eval.logprob import Scorer, module_mode
 from eval.plain import EvalResult
 from eval.sliding import WindowPlan, check_window_args, score_windows, sliding_plan, window_batches
 
@@ -133,6 +138,7 @@ class Adaptation:
             for m in self.model.modules():
                 if isinstance(m, (nn.Linear, nn.Embedding)) and m.weight.ndim == 2:
                     parametrize.register_parametrization(m, "weight", LoraDelta(m.weight, self.cfg.lora_rank, g))
+                    m.parametrizations.train(m.training)  # new modules start in train mode; scoring needs eval
                     self._lora_modules.append(m)
             self.trainable = [p for m in self._lora_modules for p in m.parametrizations.weight[0].parameters()]
             self.optimizer = torch.optim.Adam(self.trainable, lr=self.cfg.learning_rate, betas=(0.9, 0.95))
@@ -158,13 +164,14 @@ class Adaptation:
         starts = torch.arange(0, n, cfg.seq_len, dtype=torch.long)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        for _ in range(cfg.epochs):
-            for i in range(0, starts.numel(), cfg.batch_seqs):
-                batch = starts[i : i + cfg.batch_seqs]
-                total = int(torch.clamp(n - batch, max=cfg.seq_len).sum())  # targets in the global batch
-                mine = batch[self.rank * self.rows_per_rank : (self.rank + 1) * self.rows_per_rank]
-                ends = torch.clamp(mine + cfg.seq_len, max=n)
-                self._train_step(tokens, WindowPlan(mine, mine, ends), total)
+        with module_mode(self.model, True):  # adaptation is training; scoring (eval mode, asserted) resumes after
+            for _ in range(cfg.epochs):
+                for i in range(0, starts.numel(), cfg.batch_seqs):
+                    batch = starts[i : i + cfg.batch_seqs]
+                    total = int(torch.clamp(n - batch, max=cfg.seq_len).sum())  # targets in the global batch
+                    mine = batch[self.rank * self.rows_per_rank : (self.rank + 1) * self.rows_per_rank]
+                    ends = torch.clamp(mine + cfg.seq_len, max=n)
+                    self._train_step(tokens, WindowPlan(mine, mine, ends), total)
 
     def _train_step(self, tokens: torch.Tensor, plan: WindowPlan, total_targets: int) -> None:
         # Every rank runs one forward/backward per step (an empty share has an all-False mask), so the
@@ -209,7 +216,7 @@ def ttt_chunks(num_targets: int, chunk_tokens: int) -> list[tuple[int, int]]:
 
 
 def warm_up_ttt(model: nn.Module, forward, cfg: TTTConfig, vocab_size: int, device, autocast=contextlib.nullcontext,
-                rank: int = 0, world_size: int = 1) -> None:
+                rank: int = 0, world_size: int = 1, logits_fn=None) -> None:
     """Compiles the scoring and training shapes on random tokens (never validation tokens: it is not given
     any), then restores the model."""
     g = torch.Generator().manual_seed(1234)
@@ -217,7 +224,7 @@ def warm_up_ttt(model: nn.Module, forward, cfg: TTTConfig, vocab_size: int, devi
     plan = sliding_plan(0, tokens.numel() - 1, cfg.seq_len, cfg.seq_len).shard(rank, world_size)
     with Adaptation(model, forward, cfg, device, autocast, rank, world_size) as adapt:
         with torch.no_grad():
-            score_windows(lambda x, y: forward(x, y, reduction="none"), tokens, plan, cfg.seq_len, cfg.batch_seqs,
+            score_windows(Scorer(model, vocab_size, logits_fn), tokens, plan, cfg.seq_len, cfg.batch_seqs,
                           unit_byte_luts(vocab_size, device), BpbAccumulator(device), autocast)
         adapt.step_on(tokens, cfg.learning_rate)
 
@@ -225,13 +232,16 @@ def warm_up_ttt(model: nn.Module, forward, cfg: TTTConfig, vocab_size: int, devi
 def score_first_ttt(
     model: nn.Module, forward, val_tokens: torch.Tensor, cfg: TTTConfig, luts: ByteLuts, rank: int = 0,
     world_size: int = 1, device="cpu", autocast=contextlib.nullcontext, acc: BpbAccumulator | None = None,
+    logits_fn=None,
 ) -> TTTResult:
-    """Scores val_tokens' targets chunk by chunk, adapting `model` (through `forward(x, y, reduction)`, the
-    same module or its compiled wrapper) on each chunk after it is scored. Restores the model on return."""
+    """Scores val_tokens' targets chunk by chunk from `model`'s logits (forward_logits, or `logits_fn`, e.g. its
+    compiled version; the model must be in eval mode), adapting it through its training `forward(x, y, reduction)`
+    (the same module or its compiled wrapper) on each chunk after it is scored. Restores the model on return."""
     num_targets = val_tokens.numel() - 1
     if num_targets <= 0:
         raise ValueError("the validation split is empty: it needs at least two tokens")
     tokens = val_tokens.to(device)
+    scorer = Scorer(model, luts.base_bytes.numel(), logits_fn)
     acc = acc if acc is not None else BpbAccumulator(device)
     scored = ScoredPrefix(tokens)
     chunks = ttt_chunks(num_targets, cfg.chunk_tokens)
@@ -243,7 +253,7 @@ def score_first_ttt(
             t = time.perf_counter()
             with torch.no_grad():
                 plan = sliding_plan(lo, hi, cfg.seq_len, cfg.stride).shard(rank, world_size)
-                score_windows(lambda x, y: forward(x, y, reduction="none"), tokens, plan, cfg.seq_len, cfg.batch_seqs, luts, acc, autocast)
+                score_windows(scorer, tokens, plan, cfg.seq_len, cfg.batch_seqs, luts, acc, autocast)
             scored.record_scored(lo, hi)
             score_s += time.perf_counter() - t
             if c == n_train or stopped or cfg.epochs == 0:

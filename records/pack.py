@@ -26,6 +26,7 @@ from records.bundle import ENTRY, bundle_imports, import_closure, is_packed, mod
 from records.folder import BYTE_BUDGET, REPO_ROOT, TRACKS
 from records.logs import RunLog, parse_log
 from records.plot import curve_section, write_seed_curves
+from records.rerun import write_audit
 from records.stats import significance
 
 # Knobs that name a run or a machine's paths, not the model's config: left out of the reproduction command.
@@ -389,6 +390,7 @@ def write_record(ev: Evidence, *, name: str, author: str, github_id: str, track:
     (folder / "submission.json").write_text(json.dumps(sub, indent=2) + "\n", encoding="utf-8")
     curves = write_seed_curves({lg.seed: folder / log_names[lg.seed] for lg in ev.logs})  # records/plot.py
     (folder / "README.md").write_text(build_readme(sub, ev, track) + curve_section(curves), encoding="utf-8")
+    write_audit(folder, sub, repo_root)  # the audit's command and result, which verify reruns (records/rerun.py)
     return folder
 
 

@@ -12,8 +12,10 @@ import sentencepiece as spm
 import torch
 
 from data.shards import write_shard
-from eval.bpb import BpbAccumulator, build_byte_luts, count_stream_bytes, target_bytes
+from eval.bpb import BpbAccumulator, build_byte_luts, byte_rule_note, count_stream_bytes, target_bytes
+from eval.bpb import main as bpb_main
 from eval.plain import evaluate, window_plan
+from tests.eval_models import UnigramLM
 from tests.tiny_data import english_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,14 +108,12 @@ def test_window_plan_scores_every_target_once(n, seq_len, world):
     assert covered.tolist() == [1] * n
 
 
-def unigram_nll(x, y):
-    """A context-free scorer: the result must not depend on how targets are windowed."""
-    return (y.float() % 7) * 0.1 + 1.0
+UNIGRAM = UnigramLM(512)  # context-free: the result must not depend on how targets are windowed
 
 
 def expected_unigram(tokens: torch.Tensor, luts) -> tuple[float, float]:
     y = tokens[1:]
-    nll = unigram_nll(None, y).double()
+    nll = UNIGRAM.nll(y)
     nbytes = target_bytes(tokens[:-1], y, luts).double().sum()
     loss = float(nll.mean())
     return loss, loss / math.log(2) * y.numel() / float(nbytes)
@@ -126,14 +126,14 @@ def test_evaluate_exact_regardless_of_windowing(tiny_sp, seq_len, batch, world):
     # simulate ranks by summing each rank's accumulator (the all-reduce is a sum)
     total = BpbAccumulator("cpu")
     for rank in range(world):
-        res = evaluate(unigram_nll, tokens, seq_len, batch, luts, rank=rank, world_size=world)
+        res = evaluate(UNIGRAM, tokens, seq_len, batch, luts, rank=rank, world_size=world)
         assert res.targets_total == tokens.numel() - 1
         part = BpbAccumulator("cpu")
         plan = window_plan(tokens.numel() - 1, seq_len, rank, world)
         for s, length in plan:
-            part.add(unigram_nll(None, tokens[s + 1 : s + length + 1]), tokens[s : s + length], tokens[s + 1 : s + length + 1], luts)
+            part.add(UNIGRAM.nll(tokens[s + 1 : s + length + 1]), tokens[s : s + length], tokens[s + 1 : s + length + 1], luts)
         if world == 1:
-            assert res.val_bpb == pytest.approx(part.result()[1], rel=1e-12)
+            assert res.val_bpb == pytest.approx(part.result()[1], rel=1e-6)
         total.sums += part.sums
     assert total.targets == tokens.numel() - 1
     loss, bpb = expected_unigram(tokens, luts)
@@ -150,3 +150,129 @@ def test_tokenizer_without_space_piece_is_refused(tiny_sp):
 
     with pytest.raises(ValueError, match="standalone"):
         build_byte_luts(NoSpace(), 512)
+
+
+# ---------- whitespace pieces (remove_extra_whitespaces=False): bytes = UTF-8 bytes of the decoded text ----------
+
+INDENTED = [
+    "def f(x):\n    if x:\n        return  x  +  1\n    return 0\n\n\n   trailing   \n" * 3,
+    "  leading spaces\tand tabs\t\there  and   runs    of     spaces",
+    " one leading space, then    four",
+    "class A:\n    def g(self):\n        pass\n" * 4,
+    "plain words only, no runs",
+    "\u2581 a literal marker \u2581\u2581 in the text",
+]
+
+
+def whitespace_tokenizer(docs: list[str], vocab: int = 600, dummy_prefix: bool = True):
+    """A SentencePiece BPE that keeps whitespace runs (remove_extra_whitespaces=False), so pieces like '▁▁▁▁' exist."""
+    import io
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(docs), model_writer=buf, vocab_size=vocab, model_type="bpe", byte_fallback=True,
+                                   add_dummy_prefix=dummy_prefix, remove_extra_whitespaces=False, normalization_rule_name="nmt_nfkc",
+                                   allow_whitespace_only_pieces=True, split_digits=True, bos_id=1, eos_id=2, unk_id=3, pad_id=0,
+                                   hard_vocab_limit=False, minloglevel=2)
+    return spm.SentencePieceProcessor(model_proto=buf.getvalue()), buf.getvalue()
+
+
+def wikitext_docs(n: int = 300) -> list[str]:
+    path = SHARED / "text" / "wikitext2_valid.txt"
+    return [d for d in path.read_text(encoding="utf-8").split("\n \n") if d.strip()][:n] if path.is_file() else []
+
+
+def per_doc_mismatches(sp, docs) -> list[tuple[int, int, int]]:
+    luts = build_byte_luts(sp, int(sp.vocab_size()))
+    out = []
+    for i, ids in enumerate(sp.encode(docs)):
+        _, lut = count_stream_bytes(np.array([1] + ids), luts)
+        decoded = len(sp.decode(ids).encode("utf-8"))
+        if lut != decoded:
+            out.append((i, lut, decoded))
+    return out
+
+
+@pytest.mark.parametrize("dummy_prefix", [True, False])
+def test_whitespace_pieces_count_the_decoded_bytes_per_document(dummy_prefix):
+    """Bug: each inner '▁' of a whitespace piece was charged 3 bytes (its UTF-8 length), flattering bpb."""
+    docs = INDENTED * 20 + wikitext_docs(200)
+    sp, _ = whitespace_tokenizer(docs, dummy_prefix=dummy_prefix)
+    luts = build_byte_luts(sp, int(sp.vocab_size()))
+    assert luts.multi_space_pieces > 0 and luts.space_at_doc_start == (not dummy_prefix)
+    assert per_doc_mismatches(sp, docs) == []
+    stream = np.array([t for ids in sp.encode(docs) for t in [1] + ids])
+    public = build_byte_luts(sp, int(sp.vocab_size()), public_rule=True)
+    assert count_stream_bytes(stream, public)[1] > count_stream_bytes(stream, luts)[1]
+    note = byte_rule_note(sp, luts, stream)
+    assert note.startswith("byte_rule: bytes are the UTF-8 bytes of the decoded text") and "the public challenge's LUT rule would count" in note
+    assert "% lower" in note and "more than one '\u2581'" in note
+
+
+@pytest.mark.skipif(not (SHARED / "text" / "wikitext2_valid.txt").is_file(), reason="../shared not present")
+def test_indented_wikitext_with_a_whitespace_tokenizer_is_exact():
+    docs = wikitext_docs(1000)
+    sp, _ = whitespace_tokenizer(docs, vocab=1024)
+    assert build_byte_luts(sp, 1024).multi_space_pieces > 0
+    assert per_doc_mismatches(sp, docs) == []
+
+
+def test_a_normal_tokenizer_gets_no_note(tiny_sp):
+    luts = build_byte_luts(tiny_sp, 512)
+    stream = np.array([t for ids in tiny_sp.encode(english_docs()[:20]) for t in [1] + ids])
+    assert luts.multi_space_pieces == 0 and not luts.space_at_doc_start and byte_rule_note(tiny_sp, luts, stream) is None
+
+
+def test_cli_flags_a_whitespace_tokenizer(tmp_path, capsys):
+    docs = INDENTED * 20
+    sp, proto = whitespace_tokenizer(docs)
+    (tmp_path / "ws.model").write_bytes(proto)
+    stream = [t for ids in sp.encode(docs) for t in [1] + ids]
+    write_shard(tmp_path / "fineweb_val_000000.bin", np.array(stream))
+    rc = bpb_main(["--tokenizer", str(tmp_path / "ws.model"), "--shards", str(tmp_path / "fineweb_val_*.bin")])
+    out, err = capsys.readouterr()
+    decoded = sum(len(sp.decode(ids).encode()) for ids in sp.encode(docs))
+    assert rc == 0 and f"bytes:{decoded} " in out and "multi_space_pieces:" in out and "multi_space_pieces:0" not in out
+    assert err.startswith("FLAG: byte_rule:") and "would count" in err
+
+
+# ---------- bad inputs of python -m eval.bpb: one line naming the input and the fix ----------
+
+def bad_input(tmp_path, kind: str) -> tuple[list[str], str]:
+    shards = str(tmp_path / "fineweb_val_*.bin")
+    good_model = tmp_path / "good.model"
+    if kind == "missing tokenizer":
+        return ["--tokenizer", str(tmp_path / "nope.model"), "--shards", shards], "no such file"
+    if kind == "not a tokenizer":
+        (tmp_path / "t.vocab").write_text("<unk>\t0\n\u2581the\t-1\n")
+        return ["--tokenizer", str(tmp_path / "t.vocab"), "--shards", shards], "is not a SentencePiece model"
+    if kind == "no standalone space":
+        import io
+
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(["abcdefghij" * 3, "klmnopqrst" * 3] * 30), model_writer=buf, vocab_size=40,
+                                       add_dummy_prefix=False, bos_id=1, eos_id=2, unk_id=3, pad_id=0, hard_vocab_limit=False, minloglevel=2)
+        (tmp_path / "nospace.model").write_bytes(buf.getvalue())
+        return ["--tokenizer", str(tmp_path / "nospace.model"), "--shards", shards], "no standalone '\u2581' piece"
+    _, proto = whitespace_tokenizer(INDENTED * 10, vocab=300)
+    good_model.write_bytes(proto)
+    if kind == "no shards":
+        return ["--tokenizer", str(good_model), "--shards", str(tmp_path / "none_*.bin")], "no file matches"
+    (tmp_path / "fineweb_val_000000.bin").write_bytes(b"not a shard")
+    return ["--tokenizer", str(good_model), "--shards", shards], "fineweb_val_000000.bin"
+
+
+@pytest.mark.parametrize("kind", ["missing tokenizer", "not a tokenizer", "no standalone space", "no shards", "bad shard"])
+def test_cli_bad_inputs_are_one_line(tmp_path, capsys, kind):
+    argv, message = bad_input(tmp_path, kind)
+    rc = bpb_main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+    named = argv[1] if kind in ("missing tokenizer", "not a tokenizer", "no standalone space") else argv[3]
+    assert named in err  # the line names the input
+
+
+def test_cli_bad_input_exits_cleanly_as_a_process(tmp_path):
+    argv, message = bad_input(tmp_path, "bad shard")
+    proc = subprocess.run([sys.executable, "-m", "eval.bpb", *argv], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr

@@ -67,7 +67,8 @@ def test_pack_then_verify_passes(record):
     data, folder = record
     names = {p.name for p in folder.iterdir()}
     assert names == {"README.md", "submission.json", "requirements.txt", "train_gpt.py", "train_seed1.log", "train_seed2.log",
-                     "train_seed1.png", "train_seed2.png", "seed1_final_model.int8.ptz", "seed2_final_model.int8.ptz"}
+                     "train_seed1.png", "train_seed2.png", "seed1_final_model.int8.ptz", "seed2_final_model.int8.ptz",
+                     "audit.json"}
     ignored = subprocess.run(["git", "check-ignore", "-q", "records/track_x/2026-01-02_tiny/seed1_final_model.int8.ptz"], cwd=ROOT)
     assert ignored.returncode == 1  # a committed record folder keeps its artifacts
     assert folder.parent.name == "track_non_record_16mb" and folder.name == "2026-01-02_tiny"
