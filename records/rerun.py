@@ -133,8 +133,9 @@ def smoke_check(folder: Path, sub: dict, bundle_entry_source: str, smoke_data: t
 # ---------- the evaluator a record ships ----------
 
 def canonical_source(text: str) -> str:
-    """A digest of what a module means, not how it is spelled: its AST without docstrings (comments and layout are
-    not in it), so a packer that strips docstrings or re-prints the code (ast.unparse) still matches."""
+    """A digest of what a module means, not how it is spelled: its AST without docstrings and signature annotations
+    (comments and layout are not in it), so a packer that strips them or re-prints the code (ast.unparse) still
+    matches (records/compact.py)."""
     import ast
 
     try:
@@ -142,6 +143,11 @@ def canonical_source(text: str) -> str:
     except SyntaxError:
         return "unparsable:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
     for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):  # records-pack v2 drops signature annotations
+            node.returns = None
+            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs, node.args.vararg, node.args.kwarg]:
+                if arg is not None:
+                    arg.annotation = None
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
             if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
