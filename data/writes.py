@@ -1,0 +1,119 @@
+"""How our tools write files: atomically, and never over a file they did not write.
+
+- `atomic_write(path, data)`: the bytes go to a temporary name in the same folder, are fsynced, then renamed over
+  `path`. A full disk, a crash or a Ctrl-C leaves the old file (or none), never a truncated one.
+- `Ledger(folder, tool)`: the files a tool wrote into a folder, by content hash, in `folder/.written.json`. A tool
+  replaces a file only if the ledger says it wrote exactly those bytes; a file the user made or edited is refused
+  with `WouldOverwrite`, whose message names the file and the way out.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+LEDGER_NAME = ".written.json"
+
+
+class WouldOverwrite(FileExistsError):
+    """Writing would replace a file this tool did not create; the message says which and what to do."""
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
+    """Write `data` (bytes, text, or a function that writes into a binary file object) to `path` atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _new_file_mode())  # mkstemp makes 0600; a plain open() would have honoured the umask
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _new_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Ledger:
+    """What `tool` wrote into `folder` (names relative to it), so it can safely rewrite its own files."""
+
+    def __init__(self, folder: str | os.PathLike, tool: str):
+        self.folder, self.tool = Path(folder), tool
+        self.path = self.folder / LEDGER_NAME
+        self.files: dict[str, str] = {}
+        if self.path.is_file():
+            try:
+                self.files = dict(json.loads(self.path.read_text(encoding="utf-8"))["files"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self.files = {}  # unreadable ledger: own nothing, so nothing gets replaced
+
+    def _name(self, name: str) -> str:
+        p = Path(name)
+        if p.is_absolute() or ".." in p.parts:
+            raise ValueError(f"ledger names are relative to {self.folder}, got {name!r}")
+        return p.as_posix()
+
+    def owns(self, name: str, exact: bool = True) -> bool:
+        """True if the file is absent or holds exactly the bytes this ledger recorded (`exact=False`: if this tool
+        put a file there at all, e.g. a downloaded shard damaged since, which may be fetched again)."""
+        target = self.folder / self._name(name)
+        if not target.exists():
+            return True
+        recorded = self.files.get(self._name(name))
+        return target.is_file() and recorded is not None and (not exact or recorded == file_sha256(target))
+
+    def check(self, *names: str) -> None:
+        for name in names:
+            if not self.owns(name):
+                target = self.folder / self._name(name)
+                raise WouldOverwrite(
+                    f"{target} exists and was not written by {self.tool} (or was edited since); refusing to replace it: "
+                    f"move it away or choose another output folder")
+
+    def write(self, name: str, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
+        """Check, write atomically, record. `name` is relative to the folder."""
+        self.check(name)
+        target = atomic_write(self.folder / self._name(name), data)
+        self.record(name)
+        return target
+
+    def record(self, name: str) -> None:
+        """Note a file this tool has just put in place (written or moved in)."""
+        self.files[self._name(name)] = file_sha256(self.folder / self._name(name))
+        atomic_write(self.path, json.dumps({"tool": self.tool, "files": self.files}, indent=1, sort_keys=True) + "\n")
