@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
+import io
+import itertools
 import math
 import os
 import platform
 import random
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -33,8 +38,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import keep_float_names
 from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_report, parse_layer_spec
+from data.checks import (PROBE_MIN_DOCS, PROBE_MIN_MATCH, DataError, check_manifest, check_train_shards, find_manifest,
+                         load_tokenizer, roundtrip_probe, split_shards)
 from data.loader import DistributedTokenLoader
-from data.shards import list_shards, load_tokens
+from data.shards import ShardFormatError, read_shard
+from data.writes import atomic_write
 from eval.bpb import build_byte_luts, warn_unknown_targets
 from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
@@ -43,7 +51,7 @@ from optim.ema import WeightEMA
 from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
 from optim.health import embedding_health_lines
 from quant.compress import set_zstd_level
-from quant.export import artifact_log_lines, gptq_targets, load_artifact, write_artifact
+from quant.export import ExportError, artifact_log_lines, gptq_targets, load_artifact, write_artifact
 from quant.gptq import collect_hessians
 from quant.qat import attach_qat, set_qat
 from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
@@ -167,6 +175,74 @@ class KnobError(ValueError):
     pass
 
 
+# Names other tools set that look like knobs; they are never taken for a misspelt knob.
+FOREIGN_ENV = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+               "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "MODEL_DIR", "DATA_DIR", "OUTPUT_DIR_ROOT"}
+FOREIGN_PREFIXES = ("CUDA", "TORCH", "NCCL", "TRITON", "PYTHON", "OMP_", "MKL_", "KMP_", "HF_", "HUGGINGFACE", "MATCHED_FINEWEB_",
+                    "PARAMETER_GOLF_", "ZSTD_CLEVEL", "ZSTD_NBTHREADS", "WANDB_", "SLURM_", "NVIDIA_", "LC_", "XDG_")
+# Knob families whose first word nothing else uses: an unknown TTT_*, S5_*, HWNODE_*, QAT_* ... name is a typo.
+GENERIC_WORDS = {"DATA", "RUN", "OUTPUT", "MAX", "NUM", "HEAD", "EXPORT", "ZSTD", "MODEL", "GRAD", "TOKENIZER"}
+KNOB_PREFIXES = tuple(sorted({k.name.split("_")[0] + "_" for k in KNOBS if "_" in k.name} - {w + "_" for w in GENERIC_WORDS}))
+
+
+def knob_suggestion(name: str) -> str | None:
+    """The knob `name` was probably meant to be, or None when it does not look like one of ours."""
+    upper = name.upper().replace("-", "_")
+    if upper in KNOB_BY_NAME:
+        return upper
+    close = difflib.get_close_matches(upper, KNOB_BY_NAME, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    if upper.startswith(KNOB_PREFIXES):
+        close = difflib.get_close_matches(upper, KNOB_BY_NAME, n=1, cutoff=0.5)
+        return close[0] if close else " / ".join(k for k in KNOB_BY_NAME if k.startswith(upper.split("_")[0] + "_"))
+    return None
+
+
+def unknown_env_knobs(env) -> list[str]:
+    """One problem per environment variable that looks like a knob but is none (a typo would be silently ignored)."""
+    problems = []
+    for name in sorted(env):
+        if name in KNOB_BY_NAME or name in FOREIGN_ENV or name.startswith(FOREIGN_PREFIXES):
+            continue
+        guess = knob_suggestion(name)
+        if guess:
+            problems.append(f"{name} is not a knob of train_gpt.py (did you mean {guess}?)")
+    return problems
+
+
+def argv_problem(argv: list[str]) -> str | None:
+    """train_gpt.py takes its knobs from the environment only; say how to pass what was typed as an argument."""
+    argv = [a for a in argv if not re.fullmatch(r"--local[-_]rank=\d+", a)]  # torch.distributed.launch passes it
+    if not argv:
+        return None
+    first = argv[0]
+    key, sep, value = first.lstrip("-").partition("=")
+    if not sep and len(argv) > 1 and first.startswith("-"):
+        value = argv[1]
+    knob = knob_suggestion(key) if key else None
+    knob = knob if knob in KNOB_BY_NAME else None
+    hint = f"did you mean `{knob}={shlex.quote(value or '...')} python train_gpt.py`?" if knob else "see python train_gpt.py --help"
+    return (f"train_gpt.py takes no command-line arguments, got {shlex.join(argv)!r}; every knob is an environment "
+            f"variable ({hint})")
+
+
+# Range of every numeric knob (non-finite floats are refused when parsed): (names, test, rule).
+KNOB_RANGES = [
+    (("VAL_BATCH_SIZE", "EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS", "TTT_LORA_RANK", "ITERATIONS", "TRAIN_BATCH_TOKENS",
+      "TRAIN_SEQ_LEN", "VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MUON_BACKEND_STEPS",
+      "GPTQ_CALIB_TOKENS", "MLP_MULT", "ROPE_BASE", "LOGIT_SOFTCAP", "ADAM_EPS", "COUPLED_ADAM_SCALE"), lambda v: v > 0, "> 0"),
+    (("VAL_LOSS_EVERY", "TRAIN_LOG_EVERY", "EVAL_SEQ_LEN", "EVAL_STRIDE", "TTT_EPOCHS", "WARMDOWN_ITERS", "WARMUP_STEPS",
+      "GRAD_ACCUM_STEPS", "MUON_MOMENTUM_WARMUP_STEPS", "QUANT_FLOAT_MAX_NUMEL", "TTT_LR", "EMBED_LR", "HEAD_LR",
+      "TIED_EMBED_LR", "MATRIX_LR", "SCALAR_LR", "TIED_EMBED_INIT_STD", "GRAD_CLIP_NORM", "MUON_WD", "ADAM_WD",
+      "QAT_START_LR_SCALE", "GPTQ_RESERVE_SECONDS"), lambda v: v >= 0, ">= 0"),
+    (("MUON_MOMENTUM", "MUON_MOMENTUM_WARMUP_START", "BETA1", "BETA2", "EMA_DECAY"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("SEED",), lambda v: 0 <= v < 2**32, "in [0, 2^32) (numpy's seed range)"),
+    (("VOCAB_SIZE",), lambda v: v <= 65_536, "<= 65536 (ids are stored as uint16 in the shards)"),
+]
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
 def parse_knob(knob: Knob, raw: str):
     try:
         if knob.type is bool:
@@ -176,17 +252,28 @@ def parse_knob(knob: Knob, raw: str):
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        return knob.type(raw)
+        value = knob.type(raw)
     except ValueError:
         kind = "0 or 1" if knob.type is bool else f"a valid {knob.type.__name__}"
         raise KnobError(f"{knob.name}={raw!r} is not {kind} ({knob.help})") from None
+    if knob.type is float and not math.isfinite(value):
+        raise KnobError(f"{knob.name}={raw!r} is not a finite number ({knob.help})")
+    if knob.type is str and not value.strip() and knob.default:
+        raise KnobError(f"{knob.name} is set but empty; unset it for the default {knob.default!r} ({knob.help})")
+    return value
 
 
 class Hyperparameters:
-    """All knobs as lowercase attributes. `device_type` picks the preset; default: cuda if available."""
+    """All knobs as lowercase attributes. `device_type` picks the preset; default: cuda if available.
+
+    Every knob, every combination and the model they build (on the meta device) is checked here, before the run
+    writes anything; environment names that look like a misspelt knob are refused too."""
 
     def __init__(self, env: dict | None = None, device_type: str | None = None):
         env = os.environ if env is None else env
+        problems = unknown_env_knobs(env)
+        if problems:
+            raise KnobError("; ".join(problems) + " (python train_gpt.py --help lists every knob)")
         device = env.get("DEVICE", "auto")
         if device not in ("auto", "cuda", "cpu"):
             raise KnobError(f"DEVICE={device!r} must be auto, cuda or cpu")
@@ -200,23 +287,23 @@ class Hyperparameters:
             else:
                 value = knob.cpu if (self.device_type == "cpu" and knob.cpu is not None) else knob.default
             setattr(self, knob.name.lower(), value)
+        try:
+            self.world_size = int(env.get("WORLD_SIZE", "1"))
+        except ValueError:
+            raise KnobError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} is not an integer (torchrun sets it)") from None
+        if self.run_id and not RUN_ID_RE.fullmatch(self.run_id):
+            raise KnobError(f"RUN_ID={self.run_id!r} must be a plain name (letters, digits, '_', '-', '.'; no '/'): it "
+                            "names logs/<RUN_ID>.txt and artifacts/<RUN_ID>/")
         self.run_id = self.run_id or str(uuid.uuid4())
         self.output_dir = self.output_dir or os.path.join("artifacts", self.run_id)
         self._validate()
 
     def _validate(self) -> None:
-        positive = ("ITERATIONS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "VAL_BATCH_SIZE", "VOCAB_SIZE", "NUM_LAYERS",
-                    "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MUON_BACKEND_STEPS")
-        for name in positive:
-            if getattr(self, name.lower()) <= 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be positive ({KNOB_BY_NAME[name].help})")
-        for name in ("VAL_LOSS_EVERY", "TRAIN_LOG_EVERY", "WARMDOWN_ITERS", "WARMUP_STEPS", "GRAD_ACCUM_STEPS", "MUON_MOMENTUM_WARMUP_STEPS"):
-            if getattr(self, name.lower()) < 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be >= 0")
-        if self.mlp_mult <= 0:
-            raise KnobError(f"MLP_MULT={self.mlp_mult} must be positive")
-        if self.logit_softcap <= 0:
-            raise KnobError(f"LOGIT_SOFTCAP={self.logit_softcap} must be > 0")
+        for names, ok, rule in KNOB_RANGES:
+            for name in names:
+                value = getattr(self, name.lower())
+                if not ok(value):
+                    raise KnobError(f"{name}={value} must be {rule} ({KNOB_BY_NAME[name].help})")
         if self.mlp_kind not in MLP_REGISTRY:
             raise KnobError(f"MLP_KIND={self.mlp_kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
         try:
@@ -226,8 +313,6 @@ class Hyperparameters:
             raise KnobError(str(e)) from None
         if self.dtype not in ("bf16", "fp32"):
             raise KnobError(f"DTYPE={self.dtype!r} must be bf16 or fp32")
-        if self.vocab_size > 65_536:
-            raise KnobError(f"VOCAB_SIZE={self.vocab_size} does not fit the uint16 shard format (max 65536)")
         try:
             self.export_specs, self.mix = parse_export_specs(self.export_schemes), parse_mix(self.quant_mix)
             set_zstd_level(self.zstd_level)
@@ -238,24 +323,34 @@ class Hyperparameters:
         if self.gptq and 0 < self.max_wallclock_seconds <= self.gptq_reserve_seconds:
             raise KnobError(f"GPTQ_RESERVE_SECONDS={self.gptq_reserve_seconds} leaves no training time under "
                             f"MAX_WALLCLOCK_SECONDS={self.max_wallclock_seconds}")
-        for name in ("EVAL_SEQ_LEN", "EVAL_STRIDE", "TTT_EPOCHS", "TTT_LR"):
-            if getattr(self, name.lower()) < 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be >= 0 ({KNOB_BY_NAME[name].help})")
-        for name in ("EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS", "TTT_LORA_RANK"):
-            if getattr(self, name.lower()) <= 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be positive ({KNOB_BY_NAME[name].help})")
         if "EVAL_STRIDE" in self.from_env and self.eval_stride > (self.eval_seq_len or self.train_seq_len):
             raise KnobError(f"EVAL_STRIDE={self.eval_stride} must be <= EVAL_SEQ_LEN={self.eval_seq_len or self.train_seq_len} "
                             "(EVAL_STRIDE=EVAL_SEQ_LEN gives the plain eval)")
         if self.ttt_mode not in ("full", "lora"):
             raise KnobError(f"TTT_MODE={self.ttt_mode!r} must be full or lora")
-
         if self.embed_optimizer not in EMBED_OPTIMIZERS:
             raise KnobError(f"EMBED_OPTIMIZER={self.embed_optimizer!r} must be one of {', '.join(EMBED_OPTIMIZERS)}")
-        for name, ok, rule in (("COUPLED_ADAM_SCALE", self.coupled_adam_scale > 0, "> 0"), ("MUON_WD", self.muon_wd >= 0, ">= 0"),
-                               ("ADAM_WD", self.adam_wd >= 0, ">= 0"), ("EMA_DECAY", 0 <= self.ema_decay < 1, "in [0, 1) (0: off)")):
-            if not ok:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be {rule} ({KNOB_BY_NAME[name].help})")
+        if self.world_size < 1 or (not self.grad_accum_steps and 8 % self.world_size):
+            raise KnobError(f"WORLD_SIZE={self.world_size} must divide 8 (or set GRAD_ACCUM_STEPS explicitly)")
+        micro, unit = self.train_batch_tokens // (self.world_size * self.accum_steps), self.world_size * self.accum_steps * self.train_seq_len
+        if micro * self.world_size * self.accum_steps != self.train_batch_tokens or micro % self.train_seq_len or not micro:
+            raise KnobError(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must split into WORLD_SIZE={self.world_size} x "
+                            f"GRAD_ACCUM_STEPS={self.accum_steps} micro-batches of whole TRAIN_SEQ_LEN={self.train_seq_len} "
+                            f"sequences (e.g. TRAIN_BATCH_TOKENS={max(round(self.train_batch_tokens / unit), 1) * unit})")
+        try:  # the model's own checks (heads, head dim, widths of every mixer, QAT's layers), without allocating weights
+            with torch.device("meta"):
+                model = build_model(self)
+                self.model_params = sum(p.numel() for p in model.parameters())
+                if self.qat_scheme:
+                    keep = CONTROL_TENSOR_NAME_PATTERNS + tuple(sorted(keep_float_names(model)))
+                    attach_qat(model, self.qat_scheme, self.mix, keep, self.quant_float_max_numel)
+        except ValueError as e:
+            raise KnobError(str(e)) from None
+
+    @property
+    def accum_steps(self) -> int:
+        """Micro-steps per optimizer step: GRAD_ACCUM_STEPS, or 8 // WORLD_SIZE as the baseline."""
+        return self.grad_accum_steps or 8 // self.world_size
 
     @property
     def train_seconds(self) -> float:
@@ -322,10 +417,62 @@ def resolve_data(args: Hyperparameters, log) -> None:
             "offline sample from Python's documentation; set DATA_PATH for FineWeb)")
 
 
+def state_dict_bytes(state_dict: dict) -> bytes:
+    """torch.save into memory: streamed into a file, torch turns a disk error into an anonymous RuntimeError."""
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    return buf.getvalue()
+
+
+def require_finite(val_bpb: float, what: str) -> None:
+    """A NaN or inf score is never a result: stop before an _exact line is logged (records/ would pack it)."""
+    if not math.isfinite(val_bpb):
+        sys.exit(f"error: {what} scored val_bpb={val_bpb}: the exported weights are broken (non-finite), not a result; "
+                 "see the export lines above, lower the learning rates or set GRAD_CLIP_NORM")
+
+
+def claim_log(logfile: Path, out_dir: Path) -> tuple[object, str | None]:
+    """Create the run's log and OUTPUT_DIR, refusing to overwrite anything; returns (lock, note).
+
+    The open log file holds an exclusive lock while the run lives. A log left by a run with this RUN_ID that wrote no
+    artifact (interrupted, or it failed) is kept under another name, so the RUN_ID can be used again."""
+    import fcntl
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"OUTPUT_DIR={out_dir} is a file, not a folder; pick another OUTPUT_DIR (or unset it)")
+    has_artifacts = out_dir.is_dir() and any(out_dir.iterdir())
+    note = None
+    if logfile.exists():
+        if has_artifacts:
+            raise DataError(f"{logfile} already exists and its run wrote {out_dir}; pick a new RUN_ID (or move the old "
+                            "log and artifacts away) so nothing is overwritten")
+        with open(logfile, "a", encoding="utf-8") as old:
+            try:
+                fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise DataError(f"{logfile} belongs to a trainer that is still running with this RUN_ID; pick a new RUN_ID") from None
+        kept = next(p for k in itertools.count(1) if not (p := logfile.with_name(f"{logfile.stem}.incomplete-{k}.txt")).exists())
+        os.replace(logfile, kept)
+        note = f"the earlier run with this RUN_ID wrote no artifact; its log is kept as {kept}"
+    elif has_artifacts:
+        raise DataError(f"OUTPUT_DIR {out_dir} is not empty; pick a new RUN_ID/OUTPUT_DIR so nothing is overwritten")
+    for folder, knob in ((logfile.parent, "the working folder (logs/)"), (out_dir, "OUTPUT_DIR")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create {folder} ({e.strerror}); check {knob}") from None
+    lock = open(logfile, "x", encoding="utf-8")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return lock, note
+
+
 def main() -> None:
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(knob_help())
         return
+    problem = argv_problem(sys.argv[1:])
+    if problem:
+        sys.exit(f"error: {problem}")
     try:
         args = Hyperparameters()
     except KnobError as e:
@@ -336,15 +483,9 @@ def main() -> None:
     # -----------------------------
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = args.world_size
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    grad_accum_steps = args.grad_accum_steps or 8 // world_size
-    if not args.grad_accum_steps and 8 % world_size != 0:
-        sys.exit(f"error: WORLD_SIZE={world_size} must divide 8 (or set GRAD_ACCUM_STEPS explicitly)")
-    micro_tokens = args.train_batch_tokens // (world_size * grad_accum_steps)
-    if micro_tokens * world_size * grad_accum_steps != args.train_batch_tokens or micro_tokens % args.train_seq_len:
-        sys.exit(f"error: TRAIN_BATCH_TOKENS={args.train_batch_tokens} must split into WORLD_SIZE={world_size} x "
-                 f"GRAD_ACCUM_STEPS={grad_accum_steps} micro-batches of whole TRAIN_SEQ_LEN={args.train_seq_len} sequences")
+    grad_accum_steps = args.accum_steps
     if args.device_type == "cuda":
         if not torch.cuda.is_available():
             sys.exit("error: DEVICE=cuda but no CUDA device is visible")
@@ -352,8 +493,14 @@ def main() -> None:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        memory = torch.cuda.get_device_properties(device).total_memory
     else:
         device = torch.device("cpu")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 16 * args.model_params > memory:  # fp32 weights, gradients and two optimizer moments, before any activation
+        sys.exit(f"error: NUM_LAYERS={args.num_layers} MODEL_DIM={args.model_dim} MLP_MULT={args.mlp_mult} VOCAB_SIZE="
+                 f"{args.vocab_size} make a model of {args.model_params:,} parameters, ~{16 * args.model_params / 2**30:.0f} GiB "
+                 f"to train, more than the {memory / 2**30:.0f} GiB of {device.type}; make it smaller")
     if distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
@@ -366,60 +513,92 @@ def main() -> None:
             torch.cuda.synchronize()
 
     # -----------------------------
-    # LOGGING
+    # LOGGING (the log file is created once every input has been checked; lines until then wait in log_lines)
     # -----------------------------
     logfile = Path("logs") / f"{args.run_id}.txt"
-    if master:
-        if logfile.exists():
-            sys.exit(f"error: {logfile} already exists; pick a new RUN_ID or move the old log away")
-        out_dir = Path(args.output_dir)
-        if out_dir.exists() and any(out_dir.iterdir()):
-            sys.exit(f"error: OUTPUT_DIR {out_dir} is not empty; pick a new RUN_ID/OUTPUT_DIR so nothing is overwritten")
-        logfile.parent.mkdir(parents=True, exist_ok=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        print(logfile)
+    log_lines: list[str] | None = []
 
     def log0(msg: str, console: bool = True) -> None:
         if not master:
             return
         if console:
             print(msg, flush=True)
+        if log_lines is not None:
+            log_lines.append(msg)
+            return
         with open(logfile, "a", encoding="utf-8") as f:
             print(msg, file=f)
 
+    def interrupted(signum, frame) -> None:
+        wrote = sorted(p.name for p in Path(args.output_dir).glob("final_model*")) if master else []
+        print(f"\ntrain_gpt.py: interrupted (Ctrl-C); {logfile} is kept; "
+              + (f"{', '.join(wrote)} already written" if wrote else f"no artifact was written, so RUN_ID={args.run_id} can be used again"),
+              file=sys.stderr, flush=True)
+        raise SystemExit(130)
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job keeps ignoring it
+        signal.signal(signal.SIGINT, interrupted)
     log0(args.preset_line())
     log0("knobs_from_env:" + " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in sorted(args.from_env)))  # records/ rebuilds the run command
     resolve_data(args, log0)
 
     # -----------------------------
-    # TOKENIZER + VALIDATION SETUP
+    # TOKENIZER + VALIDATION SETUP (every shard's header, the tokenizer, the manifest: before anything is written)
     # -----------------------------
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    import sentencepiece as spm
-
-    if not args.tokenizer_path.endswith(".model") or not Path(args.tokenizer_path).is_file():
-        sys.exit(f"error: TOKENIZER_PATH={args.tokenizer_path} is not an existing SentencePiece .model file "
-                 "(python -m data.download fetches the challenge's; python -m data.export trains one)")
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    if int(sp.vocab_size()) != args.vocab_size:
-        sys.exit(f"error: VOCAB_SIZE={args.vocab_size} does not match the tokenizer's vocab_size={int(sp.vocab_size())} "
-                 f"({args.tokenizer_path}); set VOCAB_SIZE={int(sp.vocab_size())} or use the matching tokenizer")
     try:
-        train_shards = list_shards(args.train_files)
-        val_np = load_tokens(args.val_files)
-    except (FileNotFoundError, ValueError) as e:
+        sp, tokenizer_sha256 = load_tokenizer(args.tokenizer_path)
+        if int(sp.vocab_size()) != args.vocab_size:
+            raise DataError(f"VOCAB_SIZE={args.vocab_size} does not match the tokenizer's vocab_size={int(sp.vocab_size())} "
+                            f"({args.tokenizer_path}); set VOCAB_SIZE={int(sp.vocab_size())} or use the matching tokenizer")
+        if not Path(args.data_path).is_dir():
+            raise DataError(f"DATA_PATH={args.data_path} is not a folder of fineweb_train_*.bin / fineweb_val_*.bin shards "
+                            "(python -m data.download, or python -m data.export for your own text)")
+        train_shards = split_shards(args.data_path, "train")
+        val_shards = split_shards(args.data_path, "val")
+        train_counts = dict(zip(train_shards, check_train_shards(train_shards, args.vocab_size)))
+        val_parts = [read_shard(f) for f in val_shards]
+        val_np = np.concatenate(val_parts)
+        if val_np.size < 2:
+            raise DataError(f"the validation split {args.val_files} holds {val_np.size} tokens; it needs at least 2 "
+                            "(export with --val-docs >= 1)")
+        if int(val_np.max()) >= args.vocab_size:
+            raise DataError(f"validation shards hold token id {int(val_np.max())} >= VOCAB_SIZE={args.vocab_size}; "
+                            "the shards were made with another tokenizer")
+        for name, length in (("TRAIN_SEQ_LEN", args.train_seq_len), ("EVAL_SEQ_LEN", args.eval_seq_len)):
+            if length > val_np.size - 1:
+                raise DataError(f"{name}={length} is longer than the validation split ({val_np.size - 1} targets in "
+                                f"{args.val_files}); lower {name}")
+        manifest = find_manifest(args.data_path)
+        verified = manifest and check_manifest(manifest, {f: p.size for f, p in zip(val_shards, val_parts)}, train_counts,
+                                               args.vocab_size, args.tokenizer_path, tokenizer_sha256)
+        if not verified:  # nothing names the tokenizer: does it turn the val ids back into the same ids?
+            matched, checked = roundtrip_probe(sp, val_np)
+            if checked >= PROBE_MIN_DOCS and matched < PROBE_MIN_MATCH * checked:
+                raise DataError(f"TOKENIZER_PATH={args.tokenizer_path} did not make these shards: only {matched} of {checked} "
+                                f"val text runs re-encode to their own ids (a tokenizer re-encodes its own ids; "
+                                f"{'no manifest in DATA_PATH' if manifest is None else f'{manifest.path} names no fingerprint'} "
+                                "to say which one did); set TOKENIZER_PATH to the tokenizer the shards were made with")
+            verified = f"roundtrip probe, {matched}/{checked} val text runs re-encode to their ids"
+    except (DataError, ShardFormatError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    if val_np.size < 2:
-        sys.exit(f"error: the validation split {args.val_files} holds {val_np.size} tokens; it needs at least 2 "
-                 "(export with --val-docs >= 1)")
-    if int(val_np.max()) >= args.vocab_size:
-        sys.exit(f"error: validation shards hold token id {int(val_np.max())} >= VOCAB_SIZE={args.vocab_size}; "
-                 "the shards were made with another tokenizer")
+    if master:
+        try:
+            log_lock, note = claim_log(logfile, Path(args.output_dir))
+        except DataError as e:
+            sys.exit(f"error: {e}")
+        print(logfile)
+        with open(logfile, "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in log_lines))
+        log_lines = None
+        if note:
+            log0(f"run_id:{args.run_id} {note}")
     val_tokens = torch.from_numpy(val_np.astype(np.int64))
     luts = build_byte_luts(sp, args.vocab_size, device)
-    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path}")
+    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path} tokenizer_sha256:{tokenizer_sha256[:16]}")
+    log0(f"data_check:ok tokenizer matches the shards ({verified})")
     log0(f"train_loader:dataset:{Path(args.data_path).resolve().name} train_shards:{len(train_shards)}")
     log0(f"val_loader:shards pattern={args.val_files} tokens:{val_tokens.numel() - 1}")
 
@@ -480,7 +659,7 @@ def main() -> None:
     # -----------------------------
     # DATA LOADER + COMPILE WARMUP
     # -----------------------------
-    train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device)
+    train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device, args.vocab_size)
     grad_scale = 1.0 / grad_accum_steps
 
     def zero_grad_all() -> None:
@@ -514,7 +693,7 @@ def main() -> None:
         for opt, state in zip(optimizers, initial_opts, strict=True):
             opt.load_state_dict(state)
         zero_grad_all()
-        train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device)
+        train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device, args.vocab_size)
 
     # -----------------------------
     # TRAINING LOOP
@@ -623,7 +802,7 @@ def main() -> None:
     out_dir = Path(args.output_dir)
     raw_path = out_dir / "final_model.pt"
     if master:
-        torch.save(base_model.state_dict(), raw_path)
+        atomic_write(raw_path, state_dict_bytes(base_model.state_dict()))  # a full disk leaves no truncated file
         log0(f"Serialized model: {raw_path.stat().st_size} bytes path:{raw_path}")
         code = code_size(ROOT, Path(__file__))
         log0(f"Code size: {code.nbytes} bytes ({code.method})")
@@ -666,6 +845,7 @@ def main() -> None:
         log0(res.coverage_line)
         log0(f"final_sliding_window val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} seq_len:{eval_len} stride:{stride} "
              f"eval_time:{1000.0 * secs:.0f}ms eval_tokens_per_s:{res.targets_total / secs:.0f} {budget_note(secs, args.eval_budget_seconds)}")
+        require_finite(res.val_bpb, f"the sliding eval of {args.export_specs[0].label}")
         log0(f"final_sliding_window_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
     if args.ttt_enabled:
         cfg = TTTConfig(args.ttt_mode, args.ttt_chunk_tokens, args.ttt_epochs, args.ttt_lr, args.ttt_lora_rank, eval_len,
@@ -678,10 +858,19 @@ def main() -> None:
         log0(ttt.eval.coverage_line)
         log0(f"final_ttt val_loss:{ttt.eval.val_loss:.4f} val_bpb:{ttt.eval.val_bpb:.4f} mode:{cfg.mode} {ttt.summary} "
              f"eval_tokens_per_s:{ttt.eval.targets_total / ttt.seconds:.0f} {budget_note(ttt.seconds, args.eval_budget_seconds)}")
+        require_finite(ttt.eval.val_bpb, f"the TTT eval of {args.export_specs[0].label}")
         log0(f"final_ttt_exact val_loss:{ttt.eval.val_loss:.8f} val_bpb:{ttt.eval.val_bpb:.8f}")
     if distributed:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ShardFormatError, ExportError) as e:  # a train shard refused as it is loaded, an artifact that would not hold
+        sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk while logging or exporting; every artifact is written atomically
+        sys.exit(f"error: {e}; nothing half-written was left behind: free space (or fix the permissions) and rerun")
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        sys.exit(f"error: out of memory ({str(e).splitlines()[0][:160]}); lower TRAIN_BATCH_TOKENS (or raise "
+                 "GRAD_ACCUM_STEPS), VAL_BATCH_SIZE / EVAL_BATCH_SEQS, or the model size")
