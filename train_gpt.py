@@ -14,7 +14,6 @@ import contextlib
 import copy
 import difflib
 import io
-import itertools
 import math
 import os
 import platform
@@ -38,11 +37,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import keep_float_names
 from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_report, parse_layer_spec
-from data.checks import (PROBE_MIN_DOCS, PROBE_MIN_MATCH, DataError, check_manifest, check_train_shards, find_manifest,
-                         load_tokenizer, roundtrip_probe, split_shards)
+from data.checks import DataError, check_data
 from data.loader import DistributedTokenLoader
-from data.shards import ShardFormatError, read_shard
-from data.writes import atomic_write
+from data.shards import ShardFormatError
+from data.writes import WouldOverwrite, atomic_write, claim_log
 from eval.bpb import build_byte_luts, warn_unknown_targets
 from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
@@ -431,41 +429,6 @@ def require_finite(val_bpb: float, what: str) -> None:
                  "see the export lines above, lower the learning rates or set GRAD_CLIP_NORM")
 
 
-def claim_log(logfile: Path, out_dir: Path) -> tuple[object, str | None]:
-    """Create the run's log and OUTPUT_DIR, refusing to overwrite anything; returns (lock, note).
-
-    The open log file holds an exclusive lock while the run lives. A log left by a run with this RUN_ID that wrote no
-    artifact (interrupted, or it failed) is kept under another name, so the RUN_ID can be used again."""
-    import fcntl
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"OUTPUT_DIR={out_dir} is a file, not a folder; pick another OUTPUT_DIR (or unset it)")
-    has_artifacts = out_dir.is_dir() and any(out_dir.iterdir())
-    note = None
-    if logfile.exists():
-        if has_artifacts:
-            raise DataError(f"{logfile} already exists and its run wrote {out_dir}; pick a new RUN_ID (or move the old "
-                            "log and artifacts away) so nothing is overwritten")
-        with open(logfile, "a", encoding="utf-8") as old:
-            try:
-                fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise DataError(f"{logfile} belongs to a trainer that is still running with this RUN_ID; pick a new RUN_ID") from None
-        kept = next(p for k in itertools.count(1) if not (p := logfile.with_name(f"{logfile.stem}.incomplete-{k}.txt")).exists())
-        os.replace(logfile, kept)
-        note = f"the earlier run with this RUN_ID wrote no artifact; its log is kept as {kept}"
-    elif has_artifacts:
-        raise DataError(f"OUTPUT_DIR {out_dir} is not empty; pick a new RUN_ID/OUTPUT_DIR so nothing is overwritten")
-    for folder, knob in ((logfile.parent, "the working folder (logs/)"), (out_dir, "OUTPUT_DIR")):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DataError(f"cannot create {folder} ({e.strerror}); check {knob}") from None
-    lock = open(logfile, "x", encoding="utf-8")
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return lock, note
-
-
 def main() -> None:
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(knob_help())
@@ -496,7 +459,7 @@ def main() -> None:
         memory = torch.cuda.get_device_properties(device).total_memory
     else:
         device = torch.device("cpu")
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if 16 * args.model_params > memory:  # fp32 weights, gradients and two optimizer moments, before any activation
         sys.exit(f"error: NUM_LAYERS={args.num_layers} MODEL_DIM={args.model_dim} MLP_MULT={args.mlp_mult} VOCAB_SIZE="
                  f"{args.vocab_size} make a model of {args.model_params:,} parameters, ~{16 * args.model_params / 2**30:.0f} GiB "
@@ -549,45 +512,15 @@ def main() -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     try:
-        sp, tokenizer_sha256 = load_tokenizer(args.tokenizer_path)
-        if int(sp.vocab_size()) != args.vocab_size:
-            raise DataError(f"VOCAB_SIZE={args.vocab_size} does not match the tokenizer's vocab_size={int(sp.vocab_size())} "
-                            f"({args.tokenizer_path}); set VOCAB_SIZE={int(sp.vocab_size())} or use the matching tokenizer")
-        if not Path(args.data_path).is_dir():
-            raise DataError(f"DATA_PATH={args.data_path} is not a folder of fineweb_train_*.bin / fineweb_val_*.bin shards "
-                            "(python -m data.download, or python -m data.export for your own text)")
-        train_shards = split_shards(args.data_path, "train")
-        val_shards = split_shards(args.data_path, "val")
-        train_counts = dict(zip(train_shards, check_train_shards(train_shards, args.vocab_size)))
-        val_parts = [read_shard(f) for f in val_shards]
-        val_np = np.concatenate(val_parts)
-        if val_np.size < 2:
-            raise DataError(f"the validation split {args.val_files} holds {val_np.size} tokens; it needs at least 2 "
-                            "(export with --val-docs >= 1)")
-        if int(val_np.max()) >= args.vocab_size:
-            raise DataError(f"validation shards hold token id {int(val_np.max())} >= VOCAB_SIZE={args.vocab_size}; "
-                            "the shards were made with another tokenizer")
-        for name, length in (("TRAIN_SEQ_LEN", args.train_seq_len), ("EVAL_SEQ_LEN", args.eval_seq_len)):
-            if length > val_np.size - 1:
-                raise DataError(f"{name}={length} is longer than the validation split ({val_np.size - 1} targets in "
-                                f"{args.val_files}); lower {name}")
-        manifest = find_manifest(args.data_path)
-        verified = manifest and check_manifest(manifest, {f: p.size for f, p in zip(val_shards, val_parts)}, train_counts,
-                                               args.vocab_size, args.tokenizer_path, tokenizer_sha256)
-        if not verified:  # nothing names the tokenizer: does it turn the val ids back into the same ids?
-            matched, checked = roundtrip_probe(sp, val_np)
-            if checked >= PROBE_MIN_DOCS and matched < PROBE_MIN_MATCH * checked:
-                raise DataError(f"TOKENIZER_PATH={args.tokenizer_path} did not make these shards: only {matched} of {checked} "
-                                f"val text runs re-encode to their own ids (a tokenizer re-encodes its own ids; "
-                                f"{'no manifest in DATA_PATH' if manifest is None else f'{manifest.path} names no fingerprint'} "
-                                "to say which one did); set TOKENIZER_PATH to the tokenizer the shards were made with")
-            verified = f"roundtrip probe, {matched}/{checked} val text runs re-encode to their ids"
+        data = check_data(args.data_path, args.tokenizer_path, args.vocab_size,
+                          {"TRAIN_SEQ_LEN": args.train_seq_len, "EVAL_SEQ_LEN": args.eval_seq_len})
     except (DataError, ShardFormatError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
+    sp, train_shards = data.sp, data.train_shards
     if master:
         try:
-            log_lock, note = claim_log(logfile, Path(args.output_dir))
-        except DataError as e:
+            log_lock, note = claim_log(logfile, Path(args.output_dir))  # held open to the end: the RUN_ID is in use
+        except (WouldOverwrite, OSError) as e:
             sys.exit(f"error: {e}")
         print(logfile)
         with open(logfile, "a", encoding="utf-8") as f:
@@ -595,10 +528,12 @@ def main() -> None:
         log_lines = None
         if note:
             log0(f"run_id:{args.run_id} {note}")
-    val_tokens = torch.from_numpy(val_np.astype(np.int64))
+    val_tokens = torch.from_numpy(data.val_tokens.astype(np.int64))
     luts = build_byte_luts(sp, args.vocab_size, device)
-    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path} tokenizer_sha256:{tokenizer_sha256[:16]}")
-    log0(f"data_check:ok tokenizer matches the shards ({verified})")
+    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path} tokenizer_sha256:{data.tokenizer_sha256[:16]}")
+    log0(f"data_check:ok tokenizer matches the shards ({data.verified})" if data.verified else
+         "data_check:WARNING the tokenizer could not be checked against the shards (no manifest fingerprint, too few "
+         "val documents for the roundtrip probe)")
     log0(f"train_loader:dataset:{Path(args.data_path).resolve().name} train_shards:{len(train_shards)}")
     log0(f"val_loader:shards pattern={args.val_files} tokens:{val_tokens.numel() - 1}")
 
@@ -871,6 +806,8 @@ if __name__ == "__main__":
         sys.exit(f"error: {e}")
     except OSError as e:  # a full disk while logging or exporting; every artifact is written atomically
         sys.exit(f"error: {e}; nothing half-written was left behind: free space (or fix the permissions) and rerun")
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        sys.exit(f"error: out of memory ({str(e).splitlines()[0][:160]}); lower TRAIN_BATCH_TOKENS (or raise "
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise  # a bug, not a bad input: keep its traceback
+        sys.exit(f"error: out of memory ({str(e).splitlines()[0][-160:]}); lower TRAIN_BATCH_TOKENS (or raise "
                  "GRAD_ACCUM_STEPS), VAL_BATCH_SIZE / EVAL_BATCH_SEQS, or the model size")

@@ -473,25 +473,23 @@ def parse_range(text: str) -> range:
     return r
 
 
-def float_list(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated numbers") from None
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a comma-separated list of positive finite numbers")
-    return values
-
-
-def fraction_list(text: str) -> list[float]:
-    """Comma-separated numbers in [0, 1] (embedding shares)."""
+def _number_list(text: str, ok: Callable[[float], bool], what: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         values = []
-    if not values or not all(0 <= v <= 1 for v in values):  # NaN fails the comparison too
-        raise argparse.ArgumentTypeError(f"{text!r} must be a comma-separated list of fractions in [0, 1]")
+    if not values or not all(ok(v) for v in values):  # NaN fails every comparison
+        raise argparse.ArgumentTypeError(f"{text!r} must be a comma-separated list of {what}")
     return values
+
+
+def float_list(text: str) -> list[float]:
+    return _number_list(text, lambda v: 0 < v < math.inf, "positive finite numbers")
+
+
+def fraction_list(text: str) -> list[float]:
+    """Comma-separated numbers in [0, 1] (embedding shares)."""
+    return _number_list(text, lambda v: 0 <= v <= 1, "fractions in [0, 1]")
 
 
 def add_shape_arguments(ap: argparse.ArgumentParser) -> None:

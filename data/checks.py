@@ -1,4 +1,4 @@
-"""Do the shards, the tokenizer and the manifest belong together? Checked before training starts.
+"""Do the shards, the tokenizer and the manifest belong together? Checked before training starts (`check_data`).
 
 - `load_tokenizer`: the file is readable and a SentencePiece model that passes data.export's `check_tokenizer`
   (a standalone "▁" piece, BOS = 1); also its sha256.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data.export import SPACE_PIECE, TokenizerCheckError, check_tokenizer
-from data.shards import HEADER_BYTES, SHARD_NAME, ShardFormatError, list_shards, read_header
+from data.shards import HEADER_BYTES, SHARD_NAME, ShardFormatError, list_shards, read_header, read_shard
 
 RANGE_SAMPLE_BLOCKS, RANGE_BLOCK_TOKENS = 16, 65_536  # token ids looked at per train shard before step 0: <= 1M
 PROBE_MAX_TOKENS, PROBE_MIN_DOCS, PROBE_MIN_MATCH = 200_000, 8, 0.5
@@ -58,7 +58,7 @@ def split_shards(data_path: str | Path, split: str) -> list[Path]:
     """The shards of `split` in DATA_PATH, refusing names that are not canonical and gaps in the val numbering."""
     files = list_shards(str(Path(data_path) / f"fineweb_{split}_*.bin"))
     if split == "val":
-        numbers = [int(SHARD_NAME.fullmatch(p.name).group(2)) for p in files]
+        numbers = [shard_index(p) for p in files]
         if numbers != list(range(len(numbers))):
             missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
             raise DataError(f"the val shards in {data_path} are numbered {numbers[:5]}...: fineweb_val_{missing[0]:06d}.bin is "
@@ -70,12 +70,13 @@ def shard_index(path: Path) -> int:
     return int(SHARD_NAME.fullmatch(Path(path).name).group(2))
 
 
-def check_token_range(path: Path, n_tokens: int, vocab_size: int, full: bool = False) -> None:
-    """Refuse a shard holding ids >= vocab_size, looking at all of it (`full`) or at most ~1M ids spread over it."""
+def check_token_range(path: Path, n_tokens: int, vocab_size: int) -> None:
+    """Refuse a shard holding ids >= vocab_size, looking at ~1M ids spread over it (all of a smaller one): cheap for
+    80 shards of 10^8 tokens, and a shard of another tokenizer has such ids everywhere. The loader checks every id."""
     if n_tokens == 0:
         return
     ids = np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
-    if full or n_tokens <= RANGE_SAMPLE_BLOCKS * RANGE_BLOCK_TOKENS:
+    if n_tokens <= RANGE_SAMPLE_BLOCKS * RANGE_BLOCK_TOKENS:
         top = int(ids.max())
     else:
         starts = np.linspace(0, n_tokens - RANGE_BLOCK_TOKENS, RANGE_SAMPLE_BLOCKS).astype(np.int64)
@@ -205,3 +206,48 @@ def roundtrip_probe(sp, tokens: np.ndarray, bos_id: int = 1) -> tuple[int, int]:
         checked += 1
         matched += _words(sp, sp.encode(sp.decode(ids)))[1 : 1 + len(inner)] == inner
     return matched, checked
+
+
+@dataclass
+class CheckedData:
+    sp: object  # the SentencePieceProcessor
+    tokenizer_sha256: str
+    train_shards: list[Path]
+    val_tokens: np.ndarray  # every val id, uint16
+    verified: str  # how the tokenizer was matched to the shards ('' if nothing could tell)
+
+
+def check_data(data_path: str | Path, tokenizer_path: str | Path, vocab_size: int, lengths: dict[str, int]) -> CheckedData:
+    """Every check the trainer needs before step 0; `lengths` (knob name -> tokens) must fit in the val split."""
+    sp, sha = load_tokenizer(tokenizer_path)
+    if int(sp.vocab_size()) != vocab_size:
+        raise DataError(f"VOCAB_SIZE={vocab_size} does not match the tokenizer's vocab_size={int(sp.vocab_size())} "
+                        f"({tokenizer_path}); set VOCAB_SIZE={int(sp.vocab_size())} or use the matching tokenizer")
+    if not Path(data_path).is_dir():
+        raise DataError(f"DATA_PATH={data_path} is not a folder of fineweb_train_*.bin / fineweb_val_*.bin shards "
+                        "(python -m data.download, or python -m data.export for your own text)")
+    train_shards, val_shards = split_shards(data_path, "train"), split_shards(data_path, "val")
+    train_counts = dict(zip(train_shards, check_train_shards(train_shards, vocab_size)))
+    val_parts = [read_shard(f) for f in val_shards]
+    val = np.concatenate(val_parts)
+    where = Path(data_path) / "fineweb_val_*.bin"
+    if val.size < 2:
+        raise DataError(f"the validation split {where} holds {val.size} tokens; it needs at least 2 (export with --val-docs >= 1)")
+    if int(val.max()) >= vocab_size:
+        raise DataError(f"validation shards hold token id {int(val.max())} >= VOCAB_SIZE={vocab_size}; "
+                        "the shards were made with another tokenizer")
+    for name, length in lengths.items():
+        if length > val.size - 1:
+            raise DataError(f"{name}={length} is longer than the validation split ({val.size - 1} targets in {where}); lower {name}")
+    manifest = find_manifest(data_path)
+    verified = manifest and check_manifest(manifest, {f: p.size for f, p in zip(val_shards, val_parts)}, train_counts,
+                                           vocab_size, tokenizer_path, sha)
+    if not verified:  # nothing names the tokenizer: does it turn the val ids back into the same ids?
+        matched, checked = roundtrip_probe(sp, val)
+        if checked >= PROBE_MIN_DOCS and matched < PROBE_MIN_MATCH * checked:
+            why = "no manifest in DATA_PATH" if manifest is None else f"{manifest.path} names no fingerprint"
+            raise DataError(f"TOKENIZER_PATH={tokenizer_path} did not make these shards: only {matched} of {checked} val text "
+                            f"runs re-encode to their own ids, as a tokenizer's own ids do ({why} to say which one did); "
+                            "set TOKENIZER_PATH to the tokenizer the shards were made with")
+        verified = f"roundtrip probe, {matched}/{checked} val text runs re-encode to their ids" if checked >= PROBE_MIN_DOCS else ""
+    return CheckedData(sp, sha, train_shards, val, verified)

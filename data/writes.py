@@ -2,6 +2,7 @@
 
 - `atomic_write(path, data)`: the bytes go to a temporary name in the same folder, are fsynced, then renamed over
   `path`. A full disk, a crash or a Ctrl-C leaves the old file (or none), never a truncated one.
+- `claim_log(logfile, out_dir)`: a training run's log, created (never over another run's) and locked while it runs.
 - `Ledger(folder, tool)`: the files a tool wrote into a folder, by content hash, in `folder/.written.json`. A tool
   replaces a file only if the ledger says it wrote exactly those bytes; a file the user made or edited is refused
   with `WouldOverwrite`, whose message names the file and the way out.
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -117,3 +119,38 @@ class Ledger:
         """Note a file this tool has just put in place (written or moved in)."""
         self.files[self._name(name)] = file_sha256(self.folder / self._name(name))
         atomic_write(self.path, json.dumps({"tool": self.tool, "files": self.files}, indent=1, sort_keys=True) + "\n")
+
+
+def claim_log(logfile: Path, out_dir: Path) -> tuple[object, str | None]:
+    """Create a training run's log and output folder, refusing to overwrite anything; returns (open log, note).
+
+    The open log file holds an exclusive lock while the run lives. A log left by a run of this name that wrote no
+    artifact (interrupted, or it failed) is kept under another name, so the name can be used again."""
+    import fcntl
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WouldOverwrite(f"OUTPUT_DIR={out_dir} is a file, not a folder; pick another OUTPUT_DIR (or unset it)")
+    has_artifacts = out_dir.is_dir() and any(out_dir.iterdir())
+    note = None
+    if logfile.exists():
+        if has_artifacts:
+            raise WouldOverwrite(f"{logfile} already exists and its run wrote {out_dir}; pick a new RUN_ID (or move the "
+                                 "old log and artifacts away) so nothing is overwritten")
+        with open(logfile, "a", encoding="utf-8") as old:
+            try:
+                fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise WouldOverwrite(f"{logfile} belongs to a trainer still running with this RUN_ID; pick a new RUN_ID") from None
+        kept = next(p for k in itertools.count(1) if not (p := logfile.with_name(f"{logfile.stem}.incomplete-{k}.txt")).exists())
+        os.replace(logfile, kept)
+        note = f"the earlier run with this RUN_ID wrote no artifact; its log is kept as {kept}"
+    elif has_artifacts:
+        raise WouldOverwrite(f"OUTPUT_DIR {out_dir} is not empty; pick a new RUN_ID/OUTPUT_DIR so nothing is overwritten")
+    for folder, knob in ((logfile.parent, "the working folder (logs/)"), (out_dir, "OUTPUT_DIR")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot create {folder} ({e.strerror}); check {knob}") from None
+    lock = open(logfile, "x", encoding="utf-8")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return lock, note

@@ -405,29 +405,29 @@ def test_an_unreadable_shard_is_named(tmp_path, tiny, monkeypatch):
 # ---------- the run's files: OUTPUT_DIR, RUN_ID reuse, Ctrl-C, full disk, NaN scores ----------
 
 def test_output_dir_that_is_a_file_is_refused_and_left_alone(tmp_path):
-    from data.checks import DataError
+    from data.writes import WouldOverwrite, claim_log
 
     (tmp_path / "notes.txt").write_text("mine\n")
     before = hashes(tmp_path / "notes.txt")
-    with pytest.raises(DataError, match="OUTPUT_DIR=.*notes.txt is a file"):
-        train_gpt.claim_log(tmp_path / "logs" / "r.txt", tmp_path / "notes.txt")
+    with pytest.raises(WouldOverwrite, match="OUTPUT_DIR=.*notes.txt is a file"):
+        claim_log(tmp_path / "logs" / "r.txt", tmp_path / "notes.txt")
     assert hashes(tmp_path / "notes.txt") == before and not (tmp_path / "logs").exists()
 
 
 def test_a_run_id_whose_run_wrote_no_artifact_can_be_used_again(tmp_path):
-    from data.checks import DataError
+    from data.writes import WouldOverwrite, claim_log
 
     log, out = tmp_path / "logs" / "r.txt", tmp_path / "artifacts" / "r"
     log.parent.mkdir()
     log.write_text("an interrupted run\n")
-    lock, note = train_gpt.claim_log(log, out)
+    lock, note = claim_log(log, out)
     assert "kept as" in note and (tmp_path / "logs" / "r.incomplete-1.txt").read_text() == "an interrupted run\n"
-    with pytest.raises(DataError, match="still running with this RUN_ID"):  # the new run holds its log's lock
-        train_gpt.claim_log(log, out)
+    with pytest.raises(WouldOverwrite, match="still running with this RUN_ID"):  # the new run holds its log's lock
+        claim_log(log, out)
     lock.close()
     (out / "final_model.pt").write_bytes(b"weights")
-    with pytest.raises(DataError, match="already exists and its run wrote"):
-        train_gpt.claim_log(log, out)
+    with pytest.raises(WouldOverwrite, match="already exists and its run wrote"):
+        claim_log(log, out)
     assert (out / "final_model.pt").read_bytes() == b"weights"
 
 
@@ -708,6 +708,18 @@ def test_budget_calibration_files_it_did_not_write_are_never_replaced(tmp_path):
     refused(budget_main("--calibration", tmp_path, "--code-bytes", "1000"), "not a readable calibration JSON")
     refused(budget_main("--calibrate-anchors", tmp_path / "nope.json"), "--calibrate-anchors", "nope.json")
     assert hashes(tmp_path) == before
+
+
+# ---------- data.sample ----------
+
+def test_sample_cli_bad_cache_folder_and_vocabulary(tmp_path, capsys):
+    from data.sample import main
+
+    (tmp_path / "f").write_text("x")
+    assert main(["--cache-dir", str(tmp_path / "f")]) == 2
+    assert "--cache-dir" in capsys.readouterr().err and (tmp_path / "f").read_text() == "x"
+    assert main(["--cache-dir", str(tmp_path / "c"), "--vocab-size", "100000"]) == 2
+    assert "exceeds 65536" in capsys.readouterr().err
 
 
 # ---------- the shared writer ----------

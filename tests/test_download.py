@@ -179,25 +179,34 @@ def test_stale_manifest_warning(tmp_path, hub):
     assert json.loads((out / "manifest.json").read_text())["num_docs"] == 1234
 
 
-def test_a_manifest_it_did_not_download_is_never_replaced(tmp_path, hub):
+@pytest.mark.parametrize("mine", ["manifest.json", "datasets/fineweb10B_sp300/fineweb_val_000000.bin"])
+def test_a_file_it_did_not_download_is_never_replaced(tmp_path, hub, mine):
     out = tmp_path / "data"
-    out.mkdir()
-    mine = json.dumps({"version": "10B", "datasets": [], "from": "my own export"})
-    (out / "manifest.json").write_text(mine)
-    with pytest.raises(FileExistsError, match="was not downloaded here"):
-        run(out, train_shards=0)
-    assert (out / "manifest.json").read_text() == mine
-
-
-def test_a_shard_it_did_not_download_is_never_replaced(tmp_path, hub):
-    out = tmp_path / "data"
-    ds = out / "datasets" / "fineweb10B_sp300"
-    ds.mkdir(parents=True)
-    write_shard(ds / "fineweb_val_000000.bin", np.arange(10))  # the user's, of another size than the manifest's
-    before = (ds / "fineweb_val_000000.bin").read_bytes()
+    path = out / mine
+    path.parent.mkdir(parents=True)
+    if path.suffix == ".json":
+        path.write_text(json.dumps({"version": "10B", "datasets": [], "from": "my own export"}))
+    else:
+        write_shard(path, np.arange(10))  # the user's, of another size than the manifest's
+    before = path.read_bytes()
     with pytest.raises(FileExistsError, match="not downloaded here"):
         run(out, train_shards=0)
-    assert (ds / "fineweb_val_000000.bin").read_bytes() == before
+    assert path.read_bytes() == before
+
+
+def test_offline_says_the_hub_cannot_be_reached(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(**kw):  # what hf_hub_download raises when it cannot connect and nothing is cached
+        raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub ...")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    assert dl.main(["--out", str(tmp_path / "data"), "--train-shards", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Hugging Face hub" in err and "no network" in err and "not found" not in err
+    (tmp_path / "f").write_text("x")
+    assert dl.main(["--out", str(tmp_path / "f")]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "f").read_text() == "x"
 
 
 def test_extra_shards_from_another_export_warn(tmp_path, hub):
