@@ -517,11 +517,19 @@ def main() -> None:
     except (DataError, ShardFormatError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     sp, train_shards = data.sp, data.train_shards
+    claim_error = note = None
     if master:
         try:
             log_lock, note = claim_log(logfile, Path(args.output_dir))  # held open to the end: the RUN_ID is in use
         except (WouldOverwrite, OSError) as e:
-            sys.exit(f"error: {e}")
+            claim_error = f"error: {e}"
+    if distributed:  # the other ranks stop with rank 0 instead of waiting for it in the first collective
+        failed = torch.tensor(int(claim_error is not None), device=device)
+        dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+        claim_error = claim_error or ("" if failed.item() else None)
+    if claim_error is not None:
+        sys.exit(claim_error or 1)
+    if master:
         print(logfile)
         with open(logfile, "a", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in log_lines))

@@ -611,4 +611,7 @@ def calibrate_cli(args, scheme: Scheme) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("arch.budget: interrupted; the --calibration file is either unchanged or completely rewritten")

@@ -337,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # a full disk, an unwritable folder
         print(f"error: writing into {args.out} failed: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("download: interrupted; the files already in place are complete and kept, rerun to fetch the rest",
+              file=sys.stderr)
+        return 130
     tokens = sum((p.stat().st_size - HEADER_BYTES) // 2 for p in r.val_shards + r.train_shards)
     print(f"[download] {len(r.val_shards)} val + {len(r.train_shards)} train shards ({tokens:,} tokens) in {r.dataset_dir}; "
           f"{len(r.downloaded)} downloaded, {len(r.skipped)} already present")

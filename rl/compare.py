@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args)
     except (RunRecordError, WouldOverwrite) as e:
         raise SystemExit(f"rl.compare: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("rl.compare: interrupted; finished runs are kept, rerun the same command to finish the rest") from None
 
 
 def compare(args) -> int:

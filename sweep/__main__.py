@@ -123,6 +123,15 @@ def run_env(args) -> dict[str, str]:
     return env
 
 
+# Knobs the sweep sets for every run, and the option that sets them: an --env of one would be ignored or clash.
+SET_BY_SWEEP = {"DATA_PATH": "--data-path", "TOKENIZER_PATH": "--tokenizer-path", "SEED": "--seed",
+                "MAX_WALLCLOCK_SECONDS": "--seconds", "ITERATIONS": "--iterations", "EXPORT_SCHEMES": "--scheme",
+                "QUANT_FLOAT_MAX_NUMEL": "--float-max-numel", "VOCAB_SIZE": "--vocab", "NUM_LAYERS": "--layers",
+                "MODEL_DIM": "--dims", "NUM_HEADS": "--head-dim", "NUM_KV_HEADS": "--kv-ratio", "MLP_KIND": "--kinds",
+                "MLP_MULT": "--expansions", "TIE_EMBEDDINGS": "--untied", "MLP_KIND_LAYERS": "the grid (all layers)",
+                "RUN_ID": "the grid (one per run)", "OUTPUT_DIR": "the run folders", "TRAIN_LOG_EVERY": "the sweep (5)"}
+
+
 def check_arguments(args) -> None:
     """Every option that would make a run fail, or a number mean nothing, is refused by name before any run."""
     check_shape_arguments(args)
@@ -155,9 +164,16 @@ def check_arguments(args) -> None:
         raise SweepError(f"--tokenizer-path {args.tokenizer_path} is not a file")
     if not args.trainer.is_file():
         raise SweepError(f"--trainer {args.trainer} is not a file")
-    bad_env = [item for item in args.env if not item.partition("=")[0] or "=" not in item]
-    if bad_env:
-        raise SweepError(f"--env {bad_env[0]!r} must be KEY=VALUE")
+    for item in args.env:
+        key = item.partition("=")[0]
+        if not key or "=" not in item:
+            raise SweepError(f"--env {item!r} must be KEY=VALUE")
+        if key in SET_BY_SWEEP:
+            raise SweepError(f"--env {item!r}: the sweep sets {key} for every run; use {SET_BY_SWEEP[key]} instead")
+    # the trainers run in their own run folders: relative paths would point elsewhere there
+    args.trainer = args.trainer.resolve()
+    if args.data_path:
+        args.data_path, args.tokenizer_path = str(Path(args.data_path).resolve()), str(Path(args.tokenizer_path).resolve())
 
 
 def _interrupt(signum, frame) -> None:

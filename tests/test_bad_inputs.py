@@ -547,6 +547,8 @@ def test_sweep_folder_problems_are_named(tmp_path, setup, match):
     (["--kinds", ""], "--kinds"), (["--tokenizer-path", "x.model"], "--tokenizer-path needs --data-path"),
     (["--data-path", "/nonexistent", "--tokenizer-path", "x"], "--data-path /nonexistent is not a folder"),
     (["--trainer", "/nonexistent.py"], "--trainer /nonexistent.py is not a file"), (["--env", "FOO"], "--env 'FOO'"),
+    (["--env", "MODEL_DIM=64"], "the sweep sets MODEL_DIM for every run; use --dims"),
+    (["--env", "DATA_PATH=/x"], "use --data-path"),
 ])
 def test_sweep_options_are_checked_before_any_run(tmp_path, extra, match):
     refused(sweep_main("--out", tmp_path / "o", *extra), match)
@@ -564,7 +566,7 @@ FAILING_TRAINER = '''
 import os, sys
 from pathlib import Path
 if "--help" in sys.argv:
-    print("  MODEL_DIM  int"); sys.exit(0)
+    print("  MODEL_DIM  int\\n  MATRIX_LR  float"); sys.exit(0)
 if not Path(os.environ["DATA_PATH"], "ready").exists():
     sys.exit("error: no shards")
 Path("logs").mkdir()
@@ -577,15 +579,15 @@ with open(f"logs/{os.environ['RUN_ID']}.txt", "w") as log:
 '''
 
 
-def test_failed_sweep_runs_are_retried_and_another_setup_is_another_folder(tmp_path):
+def test_failed_sweep_runs_are_retried_and_another_setup_is_another_folder(tmp_path, monkeypatch):
     from sweep.runs import ResultStore
 
-    trainer_py = tmp_path / "fake_train.py"
-    trainer_py.write_text(FAILING_TRAINER)
-    data, out = tmp_path / "data", tmp_path / "out"
+    monkeypatch.chdir(tmp_path)  # relative paths, as typed: the trainers run in their own run folders
+    Path("fake_train.py").write_text(FAILING_TRAINER)
+    data, out = Path("data"), Path("out")
     data.mkdir()
     (data / "t.model").write_bytes(b"x")
-    argv = ["--out", out, "--trainer", trainer_py, "--data-path", data, "--tokenizer-path", data / "t.model", "--vocab", "64",
+    argv = ["--out", out, "--trainer", "fake_train.py", "--data-path", data, "--tokenizer-path", data / "t.model", "--vocab", "64",
             "--bytes", "200000", "--kinds", "relu2", "--shares", "0.3", "--expansions", "2", "--head-dim", "16",
             "--dims", "32:64", "--layers", "1:2", "--min-fill", "0.1", "--code-bytes", "0", "--jobs", "1",
             "--stop-margin", "0", "--no-plots", "--calibration", tmp_path / "none.json"]
@@ -595,7 +597,7 @@ def test_failed_sweep_runs_are_retried_and_another_setup_is_another_folder(tmp_p
     rows = ResultStore(out).load()
     assert [r["status"] for r in rows.values()] == ["ok"]
     before = hashes(out)
-    refused(sweep_main(*argv, "--env", "MODEL_DIM=64"), "holds 1 runs of another setup", "env")
+    refused(sweep_main(*argv, "--env", "MATRIX_LR=0.1"), "holds 1 runs of another setup", "env")
     (data / "more.bin").write_text("")
     (data / "fineweb_train_000009.bin").write_text("")  # other data at the same path
     refused(sweep_main(*argv), "another setup", "data")
