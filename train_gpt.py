@@ -335,15 +335,19 @@ class Hyperparameters:
             raise KnobError(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must split into WORLD_SIZE={self.world_size} x "
                             f"GRAD_ACCUM_STEPS={self.accum_steps} micro-batches of whole TRAIN_SEQ_LEN={self.train_seq_len} "
                             f"sequences (e.g. TRAIN_BATCH_TOKENS={max(round(self.train_batch_tokens / unit), 1) * unit})")
-        try:  # the model's own checks (heads, head dim, widths of every mixer, QAT's layers), without allocating weights
+        try:  # the model's own checks (heads, head dim, widths of every mixer, QAT's layers), without allocating weights,
+            # on two blocks, an MLP_KIND one and a relu2 one: blocks differ only by kind, so any depth is checked at once
             with torch.device("meta"):
-                model = build_model(self)
-                self.model_params = sum(p.numel() for p in model.parameters())
+                model = build_model(self, num_layers=2, mlp_kind_layers="0")
                 if self.qat_scheme:
                     keep = CONTROL_TENSOR_NAME_PATTERNS + tuple(sorted(keep_float_names(model)))
                     attach_qat(model, self.qat_scheme, self.mix, keep, self.quant_float_max_numel)
         except ValueError as e:
             raise KnobError(str(e)) from None
+        size = [sum(p.numel() for p in m.parameters()) for m in (model, *model.blocks)]
+        kind_layers, skips = len(parse_layer_spec(self.mlp_kind_layers, self.num_layers)), min(self.num_layers // 2, (self.num_layers + 1) // 2)
+        self.model_params = (size[0] - size[1] - size[2] - model.skip_weights.numel() + kind_layers * size[1]
+                             + (self.num_layers - kind_layers) * size[2] + skips * self.model_dim)
 
     @property
     def accum_steps(self) -> int:
@@ -379,13 +383,13 @@ def knob_help() -> str:
     return "\n".join(lines)
 
 
-def build_model(args: Hyperparameters) -> GPT:
-    """The GPT described by `args` (fp32 weights, on the CPU)."""
+def build_model(args: Hyperparameters, num_layers: int | None = None, mlp_kind_layers: str | None = None) -> GPT:
+    """The GPT described by `args` (fp32 weights, on the CPU); the two overrides serve the meta-device check."""
     return GPT(
-        vocab_size=args.vocab_size, num_layers=args.num_layers, model_dim=args.model_dim, num_heads=args.num_heads,
-        num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
+        vocab_size=args.vocab_size, num_layers=num_layers or args.num_layers, model_dim=args.model_dim,
+        num_heads=args.num_heads, num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
         tied_embed_init_std=args.tied_embed_init_std, logit_softcap=args.logit_softcap, rope_base=args.rope_base,
-        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=args.mlp_kind_layers,
+        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=mlp_kind_layers or args.mlp_kind_layers,
         mixer_config=MixerConfig.from_args(args),
     )
 

@@ -187,6 +187,19 @@ def test_a_bad_knob_stops_the_trainer_before_it_writes_anything(tmp_path, tiny):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("env", [{}, {"NUM_LAYERS": "1"}, {"NUM_LAYERS": "7", "MLP_KIND": "swiglu", "MLP_KIND_LAYERS": "0,2-3"},
+                                 {"MLP_KIND": "hwnode", "NUM_LAYERS": "5"}, {"MLP_KIND": "wave", "MLP_KIND_LAYERS": "1"},
+                                 {"MLP_KIND": "s5", "NUM_LAYERS": "3", "TIE_EMBEDDINGS": "0"}])
+def test_the_model_size_is_known_before_building_it(env):
+    """Hyperparameters checks and counts the model on two meta-device blocks, so any depth costs the same."""
+    args = train_gpt.Hyperparameters(env=env, device_type="cpu")
+    with torch.device("meta"):
+        assert args.model_params == sum(p.numel() for p in train_gpt.build_model(args).parameters())
+    t0 = time.perf_counter()
+    deep = train_gpt.Hyperparameters(env={**env, "NUM_LAYERS": "100000", "MLP_KIND_LAYERS": "all"}, device_type="cpu")
+    assert time.perf_counter() - t0 < 5 and deep.model_params > 100_000 * 10_000
+
+
 def test_a_model_too_big_for_the_machine_is_refused_by_size(tmp_path, tiny):
     proc = trainer(tmp_path, tiny, {"MODEL_DIM": "1000000", "NUM_HEADS": "2"})
     failed_cleanly(proc, "MODEL_DIM=1000000", "parameters", "make it smaller")
