@@ -38,6 +38,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk: name the file the write was for, not the temporary one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"writing {path} failed ({e.strerror})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -85,8 +85,9 @@ def run_context(args) -> dict:
 
 
 def check_context(rows: dict[str, dict], context: dict, out: Path) -> None:
-    """Refuse to add runs to a folder that holds runs of another setup: its report would rank them together."""
-    other = [r for r in rows.values() if r.get("context") != context]
+    """Refuse to add runs to a folder that holds results of another setup: its report would rank them together.
+    Failed runs hold no result, so a command fixed after a failure (another --env, say) may reuse the folder."""
+    other = [r for r in rows.values() if r.get("context") != context and r["status"] != "failed"]
     if other:
         theirs = other[0].get("context") or {}
         keys = [k for k in context if theirs.get(k) != context[k]] if theirs else ["(recorded before run contexts)"]
@@ -94,11 +95,22 @@ def check_context(rows: dict[str, dict], context: dict, out: Path) -> None:
                          "--out for this one, or rerun with the options those runs had")
 
 
-def run_env(args) -> dict[str, str]:
+def check_env_knobs(args) -> set[str]:
+    """The trainer's knobs (from its --help); every --env must name one."""
     try:
         knobs = trainer_knobs(args.trainer)
-    except (OSError, ValueError) as e:
-        raise SweepError(str(e)) from None
+    except OSError as e:
+        raise SweepError(f"--trainer {args.trainer} --help could not run ({e})") from None
+    for item in args.env:
+        key = item.partition("=")[0]
+        if key not in knobs:
+            close = difflib.get_close_matches(key, sorted(knobs), n=1)
+            raise SweepError(f"--env {item!r}: {key} is not a knob of {args.trainer}"
+                             + (f" (did you mean {close[0]}?)" if close else " (see its --help)"))
+    return knobs
+
+
+def run_env(args, knobs: set[str]) -> dict[str, str]:
     env = env_for_runs(dict(os.environ), knobs)
     if args.data_path:
         data, tok = args.data_path, args.tokenizer_path
@@ -115,10 +127,6 @@ def run_env(args) -> dict[str, str]:
     env.update(EXPORT_SCHEMES=args.scheme, QUANT_FLOAT_MAX_NUMEL=str(args.float_max_numel))
     for item in args.env:
         key, _, value = item.partition("=")
-        if key not in knobs:
-            close = difflib.get_close_matches(key, sorted(knobs), n=1)
-            raise SweepError(f"--env {item!r}: {key} is not a knob of {args.trainer}"
-                             + (f" (did you mean {close[0]}?)" if close else " (see its --help)"))
         env[key] = value
     return env
 
@@ -223,6 +231,7 @@ def sweep(args) -> list[dict]:
         if not store.path.is_file():
             raise SweepError(f"{args.out} holds no sweep results ({store.path.name} is missing); check --out")
     else:
+        knobs = check_env_knobs(args)
         context = run_context(args)
         specs = build_grid(args, context)
         for s in specs:
@@ -233,7 +242,7 @@ def sweep(args) -> list[dict]:
             return []
         check_context(store.load(), context, args.out)
         check_report_writable(args.out)  # a user's results.csv there is refused before any run, not after
-        env = run_env(args)
+        env = run_env(args, knobs)
         args.out.mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, _interrupt)
         try:
@@ -245,7 +254,7 @@ def sweep(args) -> list[dict]:
             sys.exit("sweep: interrupted; rerun the same command to resume")
         failed = [r for r in recorded if r["status"] == "failed"]
     rows = list(store.load().values())
-    if len({json.dumps(r.get("context"), sort_keys=True) for r in rows}) > 1:
+    if len({json.dumps(r.get("context"), sort_keys=True) for r in rows if r["status"] != "failed"}) > 1:
         raise SweepError(f"{args.out} holds runs of different setups (data, env, code...); they cannot be ranked together")
     text, plots = write_report(rows, args.out, args.bytes, with_plots=not args.no_plots)
     print(f"sweep: {len(rows)} runs recorded; results {args.out / 'results.csv'}")

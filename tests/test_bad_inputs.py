@@ -491,9 +491,9 @@ def test_an_export_on_a_full_disk_leaves_no_truncated_file(tmp_path, monkeypatch
     old = tmp_path / "final_model.pt"
     old.write_bytes(b"the previous model")
     monkeypatch.setattr(os, "fdopen", filling_file(10_000))
-    with pytest.raises(FullDisk):
+    with pytest.raises(OSError, match="writing .*final_model.pt failed \\(No space left on device\\)"):
         atomic_write(old, train_gpt.state_dict_bytes(sd))
-    with pytest.raises(FullDisk):
+    with pytest.raises(OSError, match="writing .*final_model.int8.ptz failed"):
         write_artifact(sd, parse_export_specs("int8+zlib")[0], tmp_path, parse_mix(DEFAULT_MIX), ())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final_model.pt"]  # no temp file, no partial artifact
     assert old.read_bytes() == b"the previous model"
@@ -615,6 +615,13 @@ def test_failed_sweep_runs_are_retried_and_another_setup_is_another_folder(tmp_p
     (data / "fineweb_train_000009.bin").write_text("")  # other data at the same path
     refused(sweep_main(*argv), "another setup", "data")
     assert hashes(out) == before
+    from sweep.__main__ import check_context
+    from sweep.runs import SweepError
+
+    failed_elsewhere = {"x": {**rows[next(iter(rows))], "status": "failed", "context": {"env": ["MATRIX_LR=nan"]}}}
+    check_context(failed_elsewhere, {"env": []}, out)  # a failed run holds no result: a fixed command may reuse the folder
+    with pytest.raises(SweepError, match="another setup"):
+        check_context({"x": {**failed_elsewhere["x"], "status": "ok"}}, {"env": []}, out)
 
 
 def test_sweep_env_typo_is_refused(tmp_path):
