@@ -26,9 +26,9 @@ class WouldOverwrite(FileExistsError):
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
     """Write `data` (bytes, text, or a function that writes into a binary file object) to `path` atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path, tmp = Path(path), None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _new_file_mode())  # mkstemp makes 0600; a plain open() would have honoured the umask
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -39,10 +39,12 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:  # a full disk: name the file the write was for, not the temporary one
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise OSError(e.errno, f"writing {path} failed ({e.strerror})") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path

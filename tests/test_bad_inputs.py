@@ -446,11 +446,14 @@ def test_a_run_id_whose_run_wrote_no_artifact_can_be_used_again(tmp_path):
 
 def test_ctrl_c_ends_with_one_line_and_frees_the_run_id(tmp_path, tiny):
     proc = trainer(tmp_path, tiny, {"ITERATIONS": "100000"}, popen=True)
-    deadline, seen = time.time() + 120, ""
-    while time.time() < deadline and "step:2/" not in seen:
-        seen += proc.stdout.readline()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline, seen = time.time() + 120, ""
+        while time.time() < deadline and "step:2/" not in seen:
+            seen += proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # whatever happened, no trainer is left running
     assert proc.returncode == 130 and "Traceback" not in out + err, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("train_gpt.py: interrupted (Ctrl-C)")
     assert "RUN_ID=r can be used again" in err
