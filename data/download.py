@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from data.shards import HEADER_BYTES, ShardFormatError, read_header
-from data.writes import Ledger, WouldOverwrite
+from data.writes import Ledger, WouldOverwrite, file_sha256
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
@@ -147,12 +147,12 @@ class _Fetcher:
 
     def place(self, src: Path, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        self.ledger.expect(self.name(dest), file_sha256(src))  # before it is there: a kill in between still owns it
         if src.is_symlink():  # an HF cache symlink: materialize a real file
             shutil.copy2(src.resolve(strict=True), dest)
             src.unlink()
         else:
             os.replace(src, dest)
-        self.ledger.record(self.name(dest))
         self.downloaded.append(dest)
 
     def shard(self, remote_rel: str, dest: Path, expected: int | None) -> None:
@@ -248,8 +248,8 @@ def download(
                     f"{local_manifest} was stale (from another repo or an older export; now {repo_id}:{remote_root or '/'}); "
                     f"replacing it. Shards already in {out / 'datasets'} may belong to the old export: delete them if in doubt"
                 )
+            f.ledger.expect("manifest.json", file_sha256(fresh))
             os.replace(fresh, local_manifest)
-            f.ledger.record("manifest.json")
 
         # 2. what to fetch, from the manifest
         entries = [d for d in manifest.get("datasets") or [] if isinstance(d, dict)]

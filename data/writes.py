@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -78,16 +79,22 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 class Ledger:
-    """What `tool` wrote into `folder` (names relative to it), so it can safely rewrite its own files."""
+    """What `tool` wrote into `folder` (names relative to it), so it can safely rewrite its own files.
+
+    A file's entry lists the hashes of the last contents the tool put there, and the new hash is recorded *before*
+    the file is replaced: a tool killed in between still owns whichever of the two versions is on disk."""
+
+    KEEP = 8  # hashes remembered per file
 
     def __init__(self, folder: str | os.PathLike, tool: str):
         self.folder, self.tool = Path(folder), tool
         self.path = self.folder / LEDGER_NAME
-        self.files: dict[str, str] = {}
+        self.files: dict[str, list[str]] = {}
         if self.path.is_file():
             try:
-                self.files = dict(json.loads(self.path.read_text(encoding="utf-8"))["files"])
-            except (OSError, ValueError, KeyError, TypeError):
+                entries = json.loads(self.path.read_text(encoding="utf-8"))["files"]
+                self.files = {k: [v] if isinstance(v, str) else list(v) for k, v in entries.items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 self.files = {}  # unreadable ledger: own nothing, so nothing gets replaced
 
     def _name(self, name: str) -> str:
@@ -97,13 +104,13 @@ class Ledger:
         return p.as_posix()
 
     def owns(self, name: str, exact: bool = True) -> bool:
-        """True if the file is absent or holds exactly the bytes this ledger recorded (`exact=False`: if this tool
-        put a file there at all, e.g. a downloaded shard damaged since, which may be fetched again)."""
+        """True if the file is absent or holds bytes this tool wrote there (`exact=False`: if this tool put a file
+        there at all, e.g. a downloaded shard damaged since, which may be fetched again)."""
         target = self.folder / self._name(name)
         if not target.exists():
             return True
         recorded = self.files.get(self._name(name))
-        return target.is_file() and recorded is not None and (not exact or recorded == file_sha256(target))
+        return target.is_file() and bool(recorded) and (not exact or file_sha256(target) in recorded)
 
     def check(self, *names: str) -> None:
         for name in names:
@@ -114,15 +121,21 @@ class Ledger:
                     f"move it away or choose another output folder")
 
     def write(self, name: str, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
-        """Check, write atomically, record. `name` is relative to the folder."""
+        """Check, record, write atomically. `name` is relative to the folder."""
         self.check(name)
-        target = atomic_write(self.folder / self._name(name), data)
-        self.record(name)
-        return target
+        if callable(data):
+            buf = io.BytesIO()
+            data(buf)
+            data = buf.getvalue()
+        blob = data.encode("utf-8") if isinstance(data, str) else data
+        self.expect(name, hashlib.sha256(blob).hexdigest())
+        return atomic_write(self.folder / self._name(name), blob)
 
-    def record(self, name: str) -> None:
-        """Note a file this tool has just put in place (written or moved in)."""
-        self.files[self._name(name)] = file_sha256(self.folder / self._name(name))
+    def expect(self, name: str, sha256: str) -> None:
+        """Record that this tool is putting content with this hash at `name` (before it does)."""
+        known = [h for h in self.files.get(self._name(name), []) if h != sha256]
+        self.files[self._name(name)] = (known + [sha256])[-self.KEEP:]
+        self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps({"tool": self.tool, "files": self.files}, indent=1, sort_keys=True) + "\n")
 
 

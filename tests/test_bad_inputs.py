@@ -762,6 +762,11 @@ def test_ledger_replaces_only_what_it_wrote(tmp_path):
     with pytest.raises(WouldOverwrite, match="b.txt"):
         ledger.write("b.txt", "x")
     assert (tmp_path / "a.txt").read_text() == "edited by hand" and (tmp_path / "b.txt").read_text() == "user"
+    (tmp_path / "a.txt").unlink()
+    ledger.write("a.txt", "v4")
+    ledger.expect("a.txt", hashlib.sha256(b"v5").hexdigest())  # killed after recording v5, before writing it ...
+    assert Ledger(tmp_path, "tool").owns("a.txt")  # ... v4 on disk is still its own
+    Ledger(tmp_path, "tool").write("a.txt", "v5")
     assert oct((tmp_path / ".written.json").stat().st_mode & 0o777) != oct(0o600)  # the umask's mode, not mkstemp's
 
 
