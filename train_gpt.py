@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import importlib
+import io
 import math
 import os
 import platform
 import random
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -34,8 +38,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import cpu_has_native_bf16, keep_float_names, set_matmul_dtype
 from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_modules, mixer_report, parse_layer_spec
+from data.checks import DataError, check_data
 from data.loader import DistributedTokenLoader
-from data.shards import list_shards, load_tokens
+from data.shards import ShardFormatError
+from data.writes import WouldOverwrite, atomic_write, claim_log
 from eval.bpb import build_byte_luts, byte_rule_note, warn_unknown_targets
 from eval.logprob import eval_mode
 from eval.plain import evaluate
@@ -43,7 +49,7 @@ from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
 from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
 from optim.health import embedding_health_lines
 from quant.compress import set_zstd_level
-from quant.export import artifact_log_lines, gptq_targets, load_artifact, write_artifact
+from quant.export import ExportError, artifact_log_lines, gptq_targets, load_artifact, write_artifact
 from quant.qat import attach_qat, set_qat
 from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
 from quant.size import code_size, project_sources, source_text
@@ -195,6 +201,74 @@ class KnobError(ValueError):
     pass
 
 
+# Names other tools set that look like knobs; they are never taken for a misspelt knob.
+FOREIGN_ENV = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+               "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "MODEL_DIR", "DATA_DIR", "OUTPUT_DIR_ROOT"}
+FOREIGN_PREFIXES = ("CUDA", "TORCH", "NCCL", "TRITON", "PYTHON", "OMP_", "MKL_", "KMP_", "HF_", "HUGGINGFACE", "MATCHED_FINEWEB_",
+                    "PARAMETER_GOLF_", "ZSTD_CLEVEL", "ZSTD_NBTHREADS", "WANDB_", "SLURM_", "NVIDIA_", "LC_", "XDG_")
+# Knob families whose first word nothing else uses: an unknown TTT_*, S5_*, HWNODE_*, QAT_* ... name is a typo.
+GENERIC_WORDS = {"DATA", "RUN", "OUTPUT", "MAX", "NUM", "HEAD", "EXPORT", "ZSTD", "MODEL", "GRAD", "TOKENIZER"}
+KNOB_PREFIXES = tuple(sorted({k.name.split("_")[0] + "_" for k in KNOBS if "_" in k.name} - {w + "_" for w in GENERIC_WORDS}))
+
+
+def knob_suggestion(name: str) -> str | None:
+    """The knob `name` was probably meant to be, or None when it does not look like one of ours."""
+    upper = name.upper().replace("-", "_")
+    if upper in KNOB_BY_NAME:
+        return upper
+    close = difflib.get_close_matches(upper, KNOB_BY_NAME, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    if upper.startswith(KNOB_PREFIXES):
+        close = difflib.get_close_matches(upper, KNOB_BY_NAME, n=1, cutoff=0.5)
+        return close[0] if close else " / ".join(k for k in KNOB_BY_NAME if k.startswith(upper.split("_")[0] + "_"))
+    return None
+
+
+def unknown_env_knobs(env) -> list[str]:
+    """One problem per environment variable that looks like a knob but is none (a typo would be silently ignored)."""
+    problems = []
+    for name in sorted(env):
+        if name in KNOB_BY_NAME or name in FOREIGN_ENV or name.startswith(FOREIGN_PREFIXES):
+            continue
+        guess = knob_suggestion(name)
+        if guess:
+            problems.append(f"{name} is not a knob of train_gpt.py (did you mean {guess}?)")
+    return problems
+
+
+def argv_problem(argv: list[str]) -> str | None:
+    """train_gpt.py takes its knobs from the environment only; say how to pass what was typed as an argument."""
+    argv = [a for a in argv if not re.fullmatch(r"--local[-_]rank=\d+", a)]  # torch.distributed.launch passes it
+    if not argv:
+        return None
+    first = argv[0]
+    key, sep, value = first.lstrip("-").partition("=")
+    if not sep and len(argv) > 1 and first.startswith("-"):
+        value = argv[1]
+    knob = knob_suggestion(key) if key else None
+    knob = knob if knob in KNOB_BY_NAME else None
+    hint = f"did you mean `{knob}={shlex.quote(value or '...')} python train_gpt.py`?" if knob else "see python train_gpt.py --help"
+    return (f"train_gpt.py takes no command-line arguments, got {shlex.join(argv)!r}; every knob is an environment "
+            f"variable ({hint})")
+
+
+# Range of every numeric knob (non-finite floats are refused when parsed): (names, test, rule).
+KNOB_RANGES = [
+    (("VAL_BATCH_SIZE", "EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS", "TTT_LORA_RANK", "ITERATIONS", "TRAIN_BATCH_TOKENS",
+      "TRAIN_SEQ_LEN", "VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MUON_BACKEND_STEPS",
+      "GPTQ_CALIB_TOKENS", "MLP_MULT", "ROPE_BASE", "LOGIT_SOFTCAP", "ADAM_EPS", "COUPLED_ADAM_SCALE"), lambda v: v > 0, "> 0"),
+    (("VAL_LOSS_EVERY", "TRAIN_LOG_EVERY", "EVAL_SEQ_LEN", "EVAL_STRIDE", "TTT_EPOCHS", "WARMDOWN_ITERS", "WARMUP_STEPS",
+      "GRAD_ACCUM_STEPS", "MUON_MOMENTUM_WARMUP_STEPS", "QUANT_FLOAT_MAX_NUMEL", "TTT_LR", "EMBED_LR", "HEAD_LR",
+      "TIED_EMBED_LR", "MATRIX_LR", "SCALAR_LR", "TIED_EMBED_INIT_STD", "GRAD_CLIP_NORM", "MUON_WD", "ADAM_WD",
+      "QAT_START_LR_SCALE", "GPTQ_RESERVE_SECONDS"), lambda v: v >= 0, ">= 0"),
+    (("MUON_MOMENTUM", "MUON_MOMENTUM_WARMUP_START", "BETA1", "BETA2", "EMA_DECAY"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("SEED",), lambda v: 0 <= v < 2**32, "in [0, 2^32) (numpy's seed range)"),
+    (("VOCAB_SIZE",), lambda v: v <= 65_536, "<= 65536 (ids are stored as uint16 in the shards)"),
+]
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
 def parse_knob(knob: Knob, raw: str):
     try:
         if knob.type is bool:
@@ -204,17 +278,28 @@ def parse_knob(knob: Knob, raw: str):
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        return knob.type(raw)
+        value = knob.type(raw)
     except ValueError:
         kind = "0 or 1" if knob.type is bool else f"a valid {knob.type.__name__}"
         raise KnobError(f"{knob.name}={raw!r} is not {kind} ({knob.help})") from None
+    if knob.type is float and not math.isfinite(value):
+        raise KnobError(f"{knob.name}={raw!r} is not a finite number ({knob.help})")
+    if knob.type is str and not value.strip() and knob.default:
+        raise KnobError(f"{knob.name} is set but empty; unset it for the default {knob.default!r} ({knob.help})")
+    return value
 
 
 class Hyperparameters:
-    """All knobs as lowercase attributes. `device_type` picks the preset; default: cuda if available."""
+    """All knobs as lowercase attributes. `device_type` picks the preset; default: cuda if available.
+
+    Every knob, every combination and the model they build (on the meta device) is checked here, before the run
+    writes anything; environment names that look like a misspelt knob are refused too."""
 
     def __init__(self, env: dict | None = None, device_type: str | None = None):
         env = os.environ if env is None else env
+        problems = unknown_env_knobs(env)
+        if problems:
+            raise KnobError("; ".join(problems) + " (python train_gpt.py --help lists every knob)")
         device = env.get("DEVICE", "auto")
         if device not in ("auto", "cuda", "cpu"):
             raise KnobError(f"DEVICE={device!r} must be auto, cuda or cpu")
@@ -228,6 +313,13 @@ class Hyperparameters:
             else:
                 value = knob.cpu if (self.device_type == "cpu" and knob.cpu is not None) else knob.default
             setattr(self, knob.name.lower(), value)
+        try:
+            self.world_size = int(env.get("WORLD_SIZE", "1"))
+        except ValueError:
+            raise KnobError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} is not an integer (torchrun sets it)") from None
+        if self.run_id and not RUN_ID_RE.fullmatch(self.run_id):
+            raise KnobError(f"RUN_ID={self.run_id!r} must be a plain name (letters, digits, '_', '-', '.'; no '/'): it "
+                            "names logs/<RUN_ID>.txt and artifacts/<RUN_ID>/")
         self._resolve_cpu_speed()
         self.run_id = self.run_id or str(uuid.uuid4())
         self.output_dir = self.output_dir or os.path.join("artifacts", self.run_id)
@@ -245,18 +337,11 @@ class Hyperparameters:
             self.matmul_dtype = "bf16" if long_run and cpu_has_native_bf16() else "fp32"
 
     def _validate(self) -> None:
-        positive = ("ITERATIONS", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "VAL_BATCH_SIZE", "VOCAB_SIZE", "NUM_LAYERS",
-                    "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MUON_BACKEND_STEPS")
-        for name in positive:
-            if getattr(self, name.lower()) <= 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be positive ({KNOB_BY_NAME[name].help})")
-        for name in ("VAL_LOSS_EVERY", "TRAIN_LOG_EVERY", "WARMDOWN_ITERS", "WARMUP_STEPS", "GRAD_ACCUM_STEPS", "MUON_MOMENTUM_WARMUP_STEPS"):
-            if getattr(self, name.lower()) < 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be >= 0")
-        if self.mlp_mult <= 0:
-            raise KnobError(f"MLP_MULT={self.mlp_mult} must be positive")
-        if self.logit_softcap <= 0:
-            raise KnobError(f"LOGIT_SOFTCAP={self.logit_softcap} must be > 0")
+        for names, ok, rule in KNOB_RANGES:
+            for name in names:
+                value = getattr(self, name.lower())
+                if not ok(value):
+                    raise KnobError(f"{name}={value} must be {rule} ({KNOB_BY_NAME[name].help})")
         if self.mlp_kind not in MLP_REGISTRY:
             raise KnobError(f"MLP_KIND={self.mlp_kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
         try:
@@ -268,8 +353,6 @@ class Hyperparameters:
             raise KnobError(f"DTYPE={self.dtype!r} must be bf16 or fp32")
         if self.matmul_dtype not in ("bf16", "fp32"):
             raise KnobError(f"MATMUL_DTYPE={self.matmul_dtype!r} must be fp32, bf16 or auto")
-        if self.vocab_size > 65_536:
-            raise KnobError(f"VOCAB_SIZE={self.vocab_size} does not fit the uint16 shard format (max 65536)")
         try:
             self.export_specs, self.mix = parse_export_specs(self.export_schemes), parse_mix(self.quant_mix)
             set_zstd_level(self.zstd_level)
@@ -280,24 +363,38 @@ class Hyperparameters:
         if self.gptq and 0 < self.max_wallclock_seconds <= self.gptq_reserve_seconds:
             raise KnobError(f"GPTQ_RESERVE_SECONDS={self.gptq_reserve_seconds} leaves no training time under "
                             f"MAX_WALLCLOCK_SECONDS={self.max_wallclock_seconds}")
-        for name in ("EVAL_SEQ_LEN", "EVAL_STRIDE", "TTT_EPOCHS", "TTT_LR"):
-            if getattr(self, name.lower()) < 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be >= 0 ({KNOB_BY_NAME[name].help})")
-        for name in ("EVAL_BATCH_SEQS", "TTT_CHUNK_TOKENS", "TTT_LORA_RANK"):
-            if getattr(self, name.lower()) <= 0:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be positive ({KNOB_BY_NAME[name].help})")
         if "EVAL_STRIDE" in self.from_env and self.eval_stride > (self.eval_seq_len or self.train_seq_len):
             raise KnobError(f"EVAL_STRIDE={self.eval_stride} must be <= EVAL_SEQ_LEN={self.eval_seq_len or self.train_seq_len} "
                             "(EVAL_STRIDE=EVAL_SEQ_LEN gives the plain eval)")
         if self.ttt_mode not in ("full", "lora"):
             raise KnobError(f"TTT_MODE={self.ttt_mode!r} must be full or lora")
-
         if self.embed_optimizer not in EMBED_OPTIMIZERS:
             raise KnobError(f"EMBED_OPTIMIZER={self.embed_optimizer!r} must be one of {', '.join(EMBED_OPTIMIZERS)}")
-        for name, ok, rule in (("COUPLED_ADAM_SCALE", self.coupled_adam_scale > 0, "> 0"), ("MUON_WD", self.muon_wd >= 0, ">= 0"),
-                               ("ADAM_WD", self.adam_wd >= 0, ">= 0"), ("EMA_DECAY", 0 <= self.ema_decay < 1, "in [0, 1) (0: off)")):
-            if not ok:
-                raise KnobError(f"{name}={getattr(self, name.lower())} must be {rule} ({KNOB_BY_NAME[name].help})")
+        if self.world_size < 1 or (not self.grad_accum_steps and 8 % self.world_size):
+            raise KnobError(f"WORLD_SIZE={self.world_size} must divide 8 (or set GRAD_ACCUM_STEPS explicitly)")
+        micro, unit = self.train_batch_tokens // (self.world_size * self.accum_steps), self.world_size * self.accum_steps * self.train_seq_len
+        if micro * self.world_size * self.accum_steps != self.train_batch_tokens or micro % self.train_seq_len or not micro:
+            raise KnobError(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must split into WORLD_SIZE={self.world_size} x "
+                            f"GRAD_ACCUM_STEPS={self.accum_steps} micro-batches of whole TRAIN_SEQ_LEN={self.train_seq_len} "
+                            f"sequences (e.g. TRAIN_BATCH_TOKENS={max(round(self.train_batch_tokens / unit), 1) * unit})")
+        try:  # the model's own checks (heads, head dim, widths of every mixer, QAT's layers), without allocating weights,
+            # on two blocks, an MLP_KIND one and a relu2 one: blocks differ only by kind, so any depth is checked at once
+            with torch.device("meta"):
+                model = build_model(self, num_layers=2, mlp_kind_layers="0")
+                if self.qat_scheme:
+                    keep = CONTROL_TENSOR_NAME_PATTERNS + tuple(sorted(keep_float_names(model)))
+                    attach_qat(model, self.qat_scheme, self.mix, keep, self.quant_float_max_numel)
+        except ValueError as e:
+            raise KnobError(str(e)) from None
+        size = [sum(p.numel() for p in m.parameters()) for m in (model, *model.blocks)]
+        kind_layers, skips = len(parse_layer_spec(self.mlp_kind_layers, self.num_layers)), min(self.num_layers // 2, (self.num_layers + 1) // 2)
+        self.model_params = (size[0] - size[1] - size[2] - model.skip_weights.numel() + kind_layers * size[1]
+                             + (self.num_layers - kind_layers) * size[2] + skips * self.model_dim)
+
+    @property
+    def accum_steps(self) -> int:
+        """Micro-steps per optimizer step: GRAD_ACCUM_STEPS, or 8 // WORLD_SIZE as the baseline."""
+        return self.grad_accum_steps or 8 // self.world_size
 
     @property
     def train_seconds(self) -> float:
@@ -328,13 +425,13 @@ def knob_help() -> str:
     return "\n".join(lines)
 
 
-def build_model(args: Hyperparameters) -> GPT:
-    """The GPT described by `args` (fp32 weights, on the CPU)."""
+def build_model(args: Hyperparameters, num_layers: int | None = None, mlp_kind_layers: str | None = None) -> GPT:
+    """The GPT described by `args` (fp32 weights, on the CPU); the two overrides serve the meta-device check."""
     model = GPT(
-        vocab_size=args.vocab_size, num_layers=args.num_layers, model_dim=args.model_dim, num_heads=args.num_heads,
-        num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
+        vocab_size=args.vocab_size, num_layers=num_layers or args.num_layers, model_dim=args.model_dim,
+        num_heads=args.num_heads, num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
         tied_embed_init_std=args.tied_embed_init_std, logit_softcap=args.logit_softcap, rope_base=args.rope_base,
-        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=args.mlp_kind_layers,
+        qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=mlp_kind_layers or args.mlp_kind_layers,
         mixer_config=MixerConfig.from_args(args),
     )
     return model
@@ -395,10 +492,27 @@ def end_of_run_report(logfile: Path, log) -> None:
         log(f"summary: failed ({type(e).__name__}: {e}); the run itself finished")
 
 
+def state_dict_bytes(state_dict: dict) -> bytes:
+    """torch.save into memory: streamed into a file, torch turns a disk error into an anonymous RuntimeError."""
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    return buf.getvalue()
+
+
+def require_finite(val_bpb: float, what: str) -> None:
+    """A NaN or inf score is never a result: stop before an _exact line is logged (records/ would pack it)."""
+    if not math.isfinite(val_bpb):
+        sys.exit(f"error: {what} scored val_bpb={val_bpb}: the exported weights are broken (non-finite), not a result; "
+                 "see the export lines above, lower the learning rates or set GRAD_CLIP_NORM")
+
+
 def main() -> None:
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(knob_help())
         return
+    problem = argv_problem(sys.argv[1:])
+    if problem:
+        sys.exit(f"error: {problem}")
     try:
         args = Hyperparameters()
     except KnobError as e:
@@ -409,15 +523,9 @@ def main() -> None:
     # -----------------------------
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = args.world_size
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    grad_accum_steps = args.grad_accum_steps or 8 // world_size
-    if not args.grad_accum_steps and 8 % world_size != 0:
-        sys.exit(f"error: WORLD_SIZE={world_size} must divide 8 (or set GRAD_ACCUM_STEPS explicitly)")
-    micro_tokens = args.train_batch_tokens // (world_size * grad_accum_steps)
-    if micro_tokens * world_size * grad_accum_steps != args.train_batch_tokens or micro_tokens % args.train_seq_len:
-        sys.exit(f"error: TRAIN_BATCH_TOKENS={args.train_batch_tokens} must split into WORLD_SIZE={world_size} x "
-                 f"GRAD_ACCUM_STEPS={grad_accum_steps} micro-batches of whole TRAIN_SEQ_LEN={args.train_seq_len} sequences")
+    grad_accum_steps = args.accum_steps
     if args.device_type == "cuda":
         if not torch.cuda.is_available():
             sys.exit("error: DEVICE=cuda but no CUDA device is visible")
@@ -425,8 +533,14 @@ def main() -> None:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        memory = torch.cuda.get_device_properties(device).total_memory
     else:
         device = torch.device("cpu")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if 16 * args.model_params > memory:  # fp32 weights, gradients and two optimizer moments, before any activation
+        sys.exit(f"error: NUM_LAYERS={args.num_layers} MODEL_DIM={args.model_dim} MLP_MULT={args.mlp_mult} VOCAB_SIZE="
+                 f"{args.vocab_size} make a model of {args.model_params:,} parameters, ~{16 * args.model_params / 2**30:.0f} GiB "
+                 f"to train, more than the {memory / 2**30:.0f} GiB of {device.type}; make it smaller")
     if distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
@@ -439,62 +553,74 @@ def main() -> None:
             torch.cuda.synchronize()
 
     # -----------------------------
-    # LOGGING
+    # LOGGING (the log file is created once every input has been checked; lines until then wait in log_lines)
     # -----------------------------
     logfile = Path("logs") / f"{args.run_id}.txt"
-    if master:
-        if logfile.exists():
-            sys.exit(f"error: {logfile} already exists; pick a new RUN_ID or move the old log away")
-        out_dir = Path(args.output_dir)
-        if out_dir.exists() and any(out_dir.iterdir()):
-            sys.exit(f"error: OUTPUT_DIR {out_dir} is not empty; pick a new RUN_ID/OUTPUT_DIR so nothing is overwritten")
-        logfile.parent.mkdir(parents=True, exist_ok=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        print(logfile)
+    log_lines: list[str] | None = []
 
     def log0(msg: str, console: bool = True) -> None:
         if not master:
             return
         if console:
             print(msg, flush=True)
+        if log_lines is not None:
+            log_lines.append(msg)
+            return
         with open(logfile, "a", encoding="utf-8") as f:
             print(msg, file=f)
 
+    def interrupted(signum, frame) -> None:
+        wrote = sorted(p.name for p in Path(args.output_dir).glob("final_model*")) if master else []
+        print(f"\ntrain_gpt.py: interrupted (Ctrl-C); {logfile} is kept; "
+              + (f"{', '.join(wrote)} already written" if wrote else f"no artifact was written, so RUN_ID={args.run_id} can be used again"),
+              file=sys.stderr, flush=True)
+        raise SystemExit(130)
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job keeps ignoring it
+        signal.signal(signal.SIGINT, interrupted)
     log0(args.preset_line())
     log0("knobs_from_env:" + " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in sorted(args.from_env)))  # records/ rebuilds the run command
     resolve_data(args, log0)
 
     # -----------------------------
-    # TOKENIZER + VALIDATION SETUP
+    # TOKENIZER + VALIDATION SETUP (every shard's header, the tokenizer, the manifest: before anything is written)
     # -----------------------------
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    import sentencepiece as spm
-
-    if not args.tokenizer_path.endswith(".model") or not Path(args.tokenizer_path).is_file():
-        sys.exit(f"error: TOKENIZER_PATH={args.tokenizer_path} is not an existing SentencePiece .model file "
-                 "(python -m data.download fetches the challenge's; python -m data.export trains one)")
-    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
-    if int(sp.vocab_size()) != args.vocab_size:
-        sys.exit(f"error: VOCAB_SIZE={args.vocab_size} does not match the tokenizer's vocab_size={int(sp.vocab_size())} "
-                 f"({args.tokenizer_path}); set VOCAB_SIZE={int(sp.vocab_size())} or use the matching tokenizer")
     try:
-        train_shards = list_shards(args.train_files)
-        val_np = load_tokens(args.val_files)
-    except (FileNotFoundError, ValueError) as e:
+        data = check_data(args.data_path, args.tokenizer_path, args.vocab_size,
+                          {"TRAIN_SEQ_LEN": args.train_seq_len, "EVAL_SEQ_LEN": args.eval_seq_len})
+    except (DataError, ShardFormatError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    if val_np.size < 2:
-        sys.exit(f"error: the validation split {args.val_files} holds {val_np.size} tokens; it needs at least 2 "
-                 "(export with --val-docs >= 1)")
-    if int(val_np.max()) >= args.vocab_size:
-        sys.exit(f"error: validation shards hold token id {int(val_np.max())} >= VOCAB_SIZE={args.vocab_size}; "
-                 "the shards were made with another tokenizer")
-    val_tokens = torch.from_numpy(val_np.astype(np.int64))
+    sp, train_shards = data.sp, data.train_shards
+    claim_error = note = None
+    if master:
+        try:
+            log_lock, note = claim_log(logfile, Path(args.output_dir))  # held open to the end: the RUN_ID is in use
+        except (WouldOverwrite, OSError) as e:
+            claim_error = f"error: {e}"
+    if distributed:  # the other ranks stop with rank 0 instead of waiting for it in the first collective
+        failed = torch.tensor(int(claim_error is not None), device=device)
+        dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+        claim_error = claim_error or ("" if failed.item() else None)
+    if claim_error is not None:
+        sys.exit(claim_error or 1)
+    if master:
+        print(logfile)
+        with open(logfile, "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in log_lines))
+        log_lines = None
+        if note:
+            log0(f"run_id:{args.run_id} {note}")
+    val_tokens = torch.from_numpy(data.val_tokens.astype(np.int64))
     luts = build_byte_luts(sp, args.vocab_size, device)
-    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path}")
+    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path} tokenizer_sha256:{data.tokenizer_sha256[:16]}")
     if (note := byte_rule_note(sp, luts, val_tokens)) is not None:
         log0(note)  # whitespace pieces: our exact count differs from the public LUT rule
+    log0(f"data_check:ok tokenizer matches the shards ({data.verified})" if data.verified else
+         "data_check:WARNING the tokenizer could not be checked against the shards (no manifest fingerprint, too few "
+         "val documents for the roundtrip probe)")
     log0(f"train_loader:dataset:{Path(args.data_path).resolve().name} train_shards:{len(train_shards)}")
     log0(f"val_loader:shards pattern={args.val_files} tokens:{val_tokens.numel() - 1}")
 
@@ -552,7 +678,7 @@ def main() -> None:
     # -----------------------------
     # DATA LOADER + COMPILE WARMUP
     # -----------------------------
-    train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device)
+    train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device, args.vocab_size)
     grad_scale = 1.0 / grad_accum_steps
 
     def zero_grad_all() -> None:
@@ -586,7 +712,7 @@ def main() -> None:
         for opt, state in zip(optimizers, initial_opts, strict=True):
             opt.load_state_dict(state)
         zero_grad_all()
-        train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device)
+        train_loader = DistributedTokenLoader(args.train_files, rank, world_size, device, args.vocab_size)
 
     # -----------------------------
     # TRAINING LOOP
@@ -701,7 +827,7 @@ def main() -> None:
     out_dir = Path(args.output_dir)
     raw_path = out_dir / "final_model.pt"
     if master:
-        torch.save(base_model.state_dict(), raw_path)
+        atomic_write(raw_path, state_dict_bytes(base_model.state_dict()))  # a full disk leaves no truncated file
         log0(f"Serialized model: {raw_path.stat().st_size} bytes path:{raw_path}")
         code = code_size(ROOT, Path(__file__), optional_modules(args))
         log0(f"Code size: {code.nbytes} bytes ({code.method})")
@@ -746,6 +872,7 @@ def main() -> None:
         log0(res.coverage_line)
         log0(f"final_sliding_window val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} seq_len:{eval_len} stride:{stride} "
              f"eval_time:{1000.0 * secs:.0f}ms eval_tokens_per_s:{res.targets_total / secs:.0f} {budget_note(secs, args.eval_budget_seconds)}")
+        require_finite(res.val_bpb, f"the sliding eval of {args.export_specs[0].label}")
         log0(f"final_sliding_window_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
     if args.ttt_enabled:
         cfg = TTTConfig(args.ttt_mode, args.ttt_chunk_tokens, args.ttt_epochs, args.ttt_lr, args.ttt_lora_rank, eval_len,
@@ -759,6 +886,7 @@ def main() -> None:
         log0(ttt.eval.coverage_line)
         log0(f"final_ttt val_loss:{ttt.eval.val_loss:.4f} val_bpb:{ttt.eval.val_bpb:.4f} mode:{cfg.mode} {ttt.summary} "
              f"eval_tokens_per_s:{ttt.eval.targets_total / ttt.seconds:.0f} {budget_note(ttt.seconds, args.eval_budget_seconds)}")
+        require_finite(ttt.eval.val_bpb, f"the TTT eval of {args.export_specs[0].label}")
         log0(f"final_ttt_exact val_loss:{ttt.eval.val_loss:.8f} val_bpb:{ttt.eval.val_bpb:.8f}")
     if master:
         end_of_run_report(logfile, log0)
@@ -767,4 +895,14 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ShardFormatError, ExportError) as e:  # a train shard refused as it is loaded, an artifact that would not hold
+        sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk while logging or exporting; every artifact is written atomically
+        sys.exit(f"error: {e}; nothing half-written was left behind: free space (or fix the permissions) and rerun")
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise  # a bug, not a bad input: keep its traceback
+        sys.exit(f"error: out of memory ({str(e).splitlines()[0][-160:]}); lower TRAIN_BATCH_TOKENS (or raise "
+                 "GRAD_ACCUM_STEPS), VAL_BATCH_SIZE / EVAL_BATCH_SEQS, or the model size")

@@ -34,6 +34,7 @@ from torch import Tensor
 from arch.gpt import CONTROL_TENSOR_NAME_PATTERNS, GPT
 from arch.layers import keep_float_names
 from arch.mlp import MLP_REGISTRY, MixerConfig, mixer_param_count
+from data.writes import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_PATH = Path(__file__).with_name("budget_calibration.json")
@@ -269,8 +270,24 @@ def calibration_key(scheme: str, regime: str) -> str:
     return f"{scheme}@{regime}"
 
 
+def read_calibration_table(path: Path) -> dict:
+    """The calibration table in `path` ({} when absent); ValueError naming the file when it is anything else."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--calibration {path} is not a readable calibration JSON ({e}); point --calibration at "
+                         "arch/budget_calibration.json or a new file") from None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) and "coef" in v for v in table.values()):
+        raise ValueError(f"--calibration {path} is not a calibration table (scheme@regime -> coef, rel_error, points); "
+                         "point --calibration at arch/budget_calibration.json or a new file")
+    return table
+
+
 def load_calibration(scheme: str, path: Path = CALIBRATION_PATH, regime: str = "trained") -> Calibration:
-    table = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    table = read_calibration_table(path)
     key = calibration_key(scheme, regime)
     others = sorted(k for k in table if k.startswith(f"{scheme}@"))
     if key not in table and others:
@@ -283,8 +300,11 @@ def load_calibration(scheme: str, path: Path = CALIBRATION_PATH, regime: str = "
               file=sys.stderr)
         return uncalibrated(scheme)
     entry = table[key]
-    return Calibration(scheme, tuple(entry["coef"]), entry["rel_error"], entry["points"], entry.get("note", ""),
-                       key.partition("@")[2])
+    try:
+        return Calibration(scheme, tuple(float(c) for c in entry["coef"]), float(entry["rel_error"]), int(entry["points"]),
+                           entry.get("note", ""), key.partition("@")[2])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"--calibration {path}: entry {key!r} lacks numeric coef / rel_error / points") from None
 
 
 def uncalibrated(scheme: str) -> Calibration:
@@ -293,10 +313,11 @@ def uncalibrated(scheme: str) -> Calibration:
 
 
 def save_calibration(cal: Calibration, path: Path = CALIBRATION_PATH, regime: str = "trained") -> None:
-    table = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    """Add or replace one entry; a file that is not a calibration table is refused, never overwritten."""
+    table = read_calibration_table(path)
     table[calibration_key(cal.scheme, regime)] = {"coef": list(cal.coef), "features": list(FEATURES),
                                                   "rel_error": cal.rel_error, "points": cal.points, "note": cal.note}
-    Path(path).write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    atomic_write(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
 def fit_from_anchors(scheme: Scheme, anchors: list[dict], base: Calibration) -> Calibration:
@@ -340,7 +361,11 @@ def measure_runs(run_dirs: list[Path], scheme: Scheme) -> tuple[np.ndarray, np.n
     feats, sizes = [], []
     for run_dir in run_dirs:
         shape, ckpt = checkpoint_of(run_dir)
-        sd = torch.load(ckpt, map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a truncated or foreign file
+            raise ValueError(f"{ckpt} is not a readable checkpoint ({str(e).splitlines()[0][:120]}); remove that run folder "
+                             "from the --calibrate globs") from None
         meta, keep = inventory(shape)
         if {k: tuple(v.shape) for k, v in sd.items()} != {k: tuple(v.shape) for k, v in meta.items()}:
             raise ValueError(f"{ckpt} does not hold the model its shape.json describes; was the run edited?")
@@ -473,11 +498,23 @@ def parse_range(text: str) -> range:
     return r
 
 
-def float_list(text: str) -> list[float]:
+def _number_list(text: str, ok: Callable[[float], bool], what: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated numbers") from None
+        values = []
+    if not values or not all(ok(v) for v in values):  # NaN fails every comparison
+        raise argparse.ArgumentTypeError(f"{text!r} must be a comma-separated list of {what}")
+    return values
+
+
+def float_list(text: str) -> list[float]:
+    return _number_list(text, lambda v: 0 < v < math.inf, "positive finite numbers")
+
+
+def fraction_list(text: str) -> list[float]:
+    """Comma-separated numbers in [0, 1] (embedding shares)."""
+    return _number_list(text, lambda v: 0 <= v <= 1, "fractions in [0, 1]")
 
 
 def add_shape_arguments(ap: argparse.ArgumentParser) -> None:
@@ -499,6 +536,21 @@ def add_shape_arguments(ap: argparse.ArgumentParser) -> None:
                     help="price every byte uncompressed instead of using the calibration (a safe bound for any weights)")
 
 
+def check_shape_arguments(args) -> None:
+    """Refuse degenerate sizes by name (ValueError), for every CLI that sizes shapes with add_shape_arguments."""
+    rules = [("--bytes", args.bytes, args.bytes > 0, "must be positive"),
+             ("--vocab", args.vocab, 2 <= args.vocab <= 65_536, "must be in 2..65536 (ids are uint16 in the shards)"),
+             ("--head-dim", args.head_dim, args.head_dim > 0 and args.head_dim % 2 == 0, "must be a positive even number (RoPE)"),
+             ("--kv-ratio", args.kv_ratio, args.kv_ratio > 0, "must be positive (NUM_HEADS / NUM_KV_HEADS)"),
+             ("--float-max-numel", args.float_max_numel, args.float_max_numel >= 0, "must be >= 0"),
+             ("--code-bytes", args.code_bytes, args.code_bytes is None or args.code_bytes >= 0, "must be >= 0")]
+    for flag, value, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"{flag} {value} {rule}")
+    if args.dims is not None and not dims_of(args):
+        raise ValueError(f"--dims {args.dims.start}:{args.dims.stop - 1} holds no multiple of --head-dim {args.head_dim}")
+
+
 def dims_of(args) -> list[int]:
     r = args.dims or range(2 * args.head_dim, 32 * args.head_dim + 1)
     return [d for d in r if d % args.head_dim == 0]
@@ -510,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     add_shape_arguments(ap)
     ap.add_argument("--mlp-kind", default="relu2", help=f"comma-separated kinds: {', '.join(sorted(MLP_REGISTRY))}")
     ap.add_argument("--expansions", type=float_list, default=[2.0, 2.66, 3.0, 4.0], help="hidden width / d values")
-    ap.add_argument("--share", type=float_list, default=None, help="keep shapes with embedding share in LO,HI")
+    ap.add_argument("--share", type=fraction_list, default=None, help="keep shapes with embedding share in LO,HI")
     ap.add_argument("--calibrate", nargs="+", metavar="RUN_DIR_GLOB",
                     help="refit the bytes model of --regime on these sweep run folders' checkpoints and save it")
     ap.add_argument("--calibrate-anchors", type=Path, nargs="?", const=ANCHORS_PATH, default=None, metavar="JSON",
@@ -519,12 +571,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--base-regime", default="cpu-short")
     args = ap.parse_args(argv)
     try:
+        check_shape_arguments(args)
         scheme = get_scheme(args.scheme, args.float_max_numel)
         if args.calibrate:
             calibrate_cli(args, scheme)
             return
         if args.calibrate_anchors:
-            anchors = json.loads(args.calibrate_anchors.read_text()).get(args.scheme, [])
+            try:
+                anchors = json.loads(args.calibrate_anchors.read_text()).get(args.scheme, [])
+            except (OSError, ValueError, AttributeError) as e:
+                raise ValueError(f"--calibrate-anchors {args.calibrate_anchors} is not a readable anchors JSON object ({e})") from None
             if not anchors:
                 raise ValueError(f"{args.calibrate_anchors} lists no artifacts for scheme {args.scheme!r}")
             cal = fit_from_anchors(scheme, anchors, load_calibration(args.scheme, args.calibration, args.base_regime))
@@ -534,10 +590,12 @@ def main(argv: list[str] | None = None) -> None:
             return
         kinds = [k.strip() for k in args.mlp_kind.split(",") if k.strip()]
         unknown = [k for k in kinds if k not in MLP_REGISTRY]
-        if unknown:
-            raise ValueError(f"--mlp-kind {','.join(unknown)} not registered; choose from {sorted(MLP_REGISTRY)}")
+        if unknown or not kinds:
+            raise ValueError(f"--mlp-kind {','.join(unknown) or repr(args.mlp_kind)} not registered; choose from {sorted(MLP_REGISTRY)}")
+        if args.share and len(args.share) > 1 and args.share[0] > args.share[1]:
+            raise ValueError(f"--share {args.share[0]},{args.share[1]} must be LO,HI with LO <= HI")
         cal = uncalibrated(args.scheme) if args.upper_bound else load_calibration(args.scheme, args.calibration, args.regime)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         sys.exit(f"error: {e}")
     try:
         code = args.code_bytes if args.code_bytes is not None else default_code_bytes()
@@ -565,6 +623,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def calibrate_cli(args, scheme: Scheme) -> None:
+    read_calibration_table(args.calibration)  # refuse a file we would not write into before measuring anything
     run_dirs = sorted({Path(p) for pattern in args.calibrate for p in glob.glob(pattern) if _is_trained_run(Path(p))})
     if not run_dirs:
         raise ValueError(f"--calibrate {' '.join(args.calibrate)} matched no finished sweep run folders")
@@ -580,4 +639,7 @@ def calibrate_cli(args, scheme: Scheme) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("arch.budget: interrupted; the --calibration file is either unchanged or completely rewritten")

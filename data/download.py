@@ -11,8 +11,9 @@ Shard counts come from the manifest.  Locally this writes `OUT/manifest.json`,
 `OUT/datasets/fineweb10B_<variant>/` (all val shards + the first N train shards) and `OUT/tokenizers/`.
 
 Files already present are kept when they check out (shards: valid header and the size the manifest
-implies); every downloaded shard is validated with `read_header` before it is moved into place.
-All network access goes through `_hub_download`.
+implies); every downloaded shard is validated with `read_header` before it is moved into place. A file is
+replaced only if an earlier download put it there (OUT/.written.json, data.writes.Ledger): a manifest or shard
+of the user's own is refused, never overwritten or deleted. All network access goes through `_hub_download`.
 """
 from __future__ import annotations
 
@@ -27,29 +28,43 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from data.shards import HEADER_BYTES, ShardFormatError, read_header
+from data.writes import Ledger, WouldOverwrite, file_sha256
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
 DATASET_PREFIX = "fineweb10B_"  # dataset names are f"fineweb{VERSION}_{variant}" with VERSION "10B"
 DEFAULT_TRAIN_SHARDS = 80  # 8B tokens, what the records train on
 STAGING = ".download-staging"
+TOOL = "python -m data.download"
+
+
+class HubUnreachable(ConnectionError):
+    """The Hugging Face hub could not be reached (no network, a proxy, HF_HUB_OFFLINE): nothing says a file is missing."""
 
 
 def _hub_download(repo_id: str, filename: str, local_dir: Path) -> Path:
     """Download `filename` (a path inside the HF dataset repo) to `local_dir/filename`; return that path.
 
     The one place that touches the network; tests replace it.  Raises FileNotFoundError when the repo or
-    the file does not exist.
+    the file does not exist, HubUnreachable when the hub cannot be asked.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError
 
+    unreachable = (f"cannot reach the Hugging Face hub to fetch {filename} from {repo_id} (no network, a proxy, or "
+                   "HF_HUB_OFFLINE set?); check the connection and rerun: files already downloaded are kept")
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset", local_dir=str(local_dir)))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):  # offline: LocalEntryNotFoundError subclasses EntryNotFoundError
+        raise HubUnreachable(unreachable) from None
     except EntryNotFoundError:
         raise FileNotFoundError(f"{filename} not found in the Hugging Face dataset repo {repo_id}") from None
     except RepositoryNotFoundError:
         raise FileNotFoundError(f"Hugging Face dataset repo {repo_id} not found (or not public)") from None
+    except OSError as e:  # connection errors of the HTTP client
+        if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)) or e.errno == 28:
+            raise
+        raise HubUnreachable(f"{unreachable} ({type(e).__name__})") from None
 
 
 @dataclass
@@ -111,6 +126,7 @@ class _Fetcher:
     def __init__(self, repo_id: str, remote_root: str, out: Path, log: Callable[[str], None], result_lists):
         self.repo_id, self.remote_root, self.out, self.log = repo_id, remote_root, out, log
         self.staging = out / STAGING
+        self.ledger = Ledger(out, TOOL)
         self.downloaded, self.skipped, self.warnings = result_lists
 
     def warn(self, msg: str) -> None:
@@ -126,8 +142,12 @@ class _Fetcher:
             raise FileNotFoundError(f"download of {filename} from {self.repo_id} produced no file at {path}")
         return path
 
+    def name(self, dest: Path) -> str:
+        return dest.relative_to(self.out).as_posix()
+
     def place(self, src: Path, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        self.ledger.expect(self.name(dest), file_sha256(src))  # before it is there: a kill in between still owns it
         if src.is_symlink():  # an HF cache symlink: materialize a real file
             shutil.copy2(src.resolve(strict=True), dest)
             src.unlink()
@@ -141,6 +161,9 @@ class _Fetcher:
             if problem is None:
                 self.skipped.append(dest)
                 return
+            if not self.ledger.owns(self.name(dest), exact=False):
+                raise WouldOverwrite(f"{dest} is not a shard of this export ({problem}) and was not downloaded here; "
+                                     "refusing to replace it: move it away (or use another --out) and rerun")
             self.warn(f"re-downloading {dest.name}: {problem}")
             dest.unlink()
         self.log(f"downloading {remote_rel}")
@@ -197,7 +220,12 @@ def download(
     if train_shards < 0:
         raise ValueError(f"train_shards must be >= 0, got {train_shards}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give the folder to download into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create --out {out} ({e.strerror}); choose another folder") from None
     result = DownloadResult(out / "datasets" / name, out / "manifest.json", [], [], [])
     f = _Fetcher(repo_id, remote_root, out, log, (result.downloaded, result.skipped, result.warnings))
     try:
@@ -212,14 +240,19 @@ def download(
             fresh = f.fetch("manifest.json")
             manifest = _load_json(fresh, "downloaded manifest")
             if local_manifest.is_file() and local_manifest.read_bytes() != fresh.read_bytes():
+                if not f.ledger.owns("manifest.json", exact=False):
+                    raise WouldOverwrite(f"{local_manifest} differs from the manifest of {repo_id}:{remote_root or '/'} and "
+                                         "was not downloaded here (another export's?); refusing to replace it: use another "
+                                         "--out, or move it away and rerun")
                 f.warn(
                     f"{local_manifest} was stale (from another repo or an older export; now {repo_id}:{remote_root or '/'}); "
                     f"replacing it. Shards already in {out / 'datasets'} may belong to the old export: delete them if in doubt"
                 )
+            f.ledger.expect("manifest.json", file_sha256(fresh))
             os.replace(fresh, local_manifest)
 
         # 2. what to fetch, from the manifest
-        entries = manifest.get("datasets") or []
+        entries = [d for d in manifest.get("datasets") or [] if isinstance(d, dict)]
         entry = next((d for d in entries if d.get("name") == name), None)
         if entry is None:
             names = ", ".join(sorted(str(d.get("name")) for d in entries)) or "none"
@@ -236,7 +269,7 @@ def download(
         exp_val = expected_shard_tokens(files_val, stats.get("tokens_val"), shard_size)
         exp_train = expected_shard_tokens(files_train, stats.get("tokens_train"), shard_size)
         tok_name = entry.get("tokenizer_name")
-        tok_entry = next((t for t in manifest.get("tokenizers") or [] if t.get("name") == tok_name), None)
+        tok_entry = next((t for t in manifest.get("tokenizers") or [] if isinstance(t, dict) and t.get("name") == tok_name), None)
         if tok_entry is None:
             raise ValueError(f"tokenizer {tok_name!r} of {name} is not in the manifest")
         tok_files = [str(tok_entry[k]) for k in ("model_path", "vocab_path", "path") if tok_entry.get(k)]
@@ -298,9 +331,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         r = download(args.variant, args.train_shards, args.out, args.repo_id, args.remote_root, args.skip_manifest)
-    except (ValueError, FileNotFoundError, ShardFormatError) as e:
+    except (ValueError, FileNotFoundError, ShardFormatError, HubUnreachable, WouldOverwrite) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, an unwritable folder
+        print(f"error: writing into {args.out} failed: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("download: interrupted; the files already in place are complete and kept, rerun to fetch the rest",
+              file=sys.stderr)
+        return 130
     tokens = sum((p.stat().st_size - HEADER_BYTES) // 2 for p in r.val_shards + r.train_shards)
     print(f"[download] {len(r.val_shards)} val + {len(r.train_shards)} train shards ({tokens:,} tokens) in {r.dataset_dir}; "
           f"{len(r.downloaded)} downloaded, {len(r.skipped)} already present")

@@ -19,6 +19,7 @@ on each document with NUL replaced by a space and surrounding whitespace strippe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import itertools
 import json
@@ -406,6 +407,7 @@ def export_dataset(
             "pad_id": int(sp.pad_id()),
             "unk_id": int(sp.unk_id()),
             "model_path": _rel(tokenizer_path, out_dir),
+            "sha256": hashlib.sha256(tokenizer_path.read_bytes()).hexdigest(),  # the trainer checks TOKENIZER_PATH against it
         }
         vocab_file = tokenizer_path.with_suffix(".vocab")
         if vocab_file.is_file():

@@ -251,7 +251,14 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--vocab-size", type=int, default=1024)
     args = p.parse_args(argv)
-    ds = ensure_sample_dataset(args.cache_dir, args.vocab_size)
+    try:
+        ds = ensure_sample_dataset(args.cache_dir, args.vocab_size)
+    except (ValueError, OSError) as e:  # a vocabulary size SentencePiece refuses, a cache folder that is a file
+        print(f"error: {e} (--vocab-size {args.vocab_size}, --cache-dir {args.cache_dir or cache_root()})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("data.sample: interrupted; nothing half-built is kept, rerun to build it", file=sys.stderr)
+        return 130
     print(f"DATA_PATH={ds.data_path}\nTOKENIZER_PATH={ds.tokenizer_path}\nVOCAB_SIZE={ds.vocab_size}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAX_SHARD_TOKENS = 2**31 - 1
 MAX_VOCAB = 2**16  # ids are stored as uint16
+SHARD_NAME = re.compile(r"fineweb_(train|val)_(\d{6})\.bin")  # the canonical names; a split's glob must match only these
 
 
 class ShardFormatError(ValueError):
@@ -52,14 +54,17 @@ def read_header(path: str | os.PathLike) -> int:
     """Validate a shard's header and size; return its token count."""
     path = Path(path)
     if not path.is_file():
-        raise ShardFormatError(f"{path}: no such shard file")
+        raise ShardFormatError(f"{path}: no such shard file" + (" (it is a folder)" if path.is_dir() else ""))
     size = path.stat().st_size
     if size < HEADER_BYTES:
         raise ShardFormatError(
             f"{path}: {size} bytes is shorter than the {HEADER_BYTES}-byte shard header; "
             "the file is truncated or not a shard (re-export or re-download it)"
         )
-    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    try:
+        header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    except OSError as e:
+        raise ShardFormatError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
     if int(header[0]) != SHARD_MAGIC:
         raise ShardFormatError(
             f"{path}: bad shard magic {int(header[0])} (expected {SHARD_MAGIC}); "
@@ -89,12 +94,23 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
 
 
 def list_shards(pattern: str) -> list[Path]:
-    """Shards matching a glob in sorted order, without CaseOps byte sidecars (`*_bytes_*`)."""
+    """Shards matching a glob in sorted order, without CaseOps byte sidecars (`*_bytes_*`).
+
+    For a split's glob (fineweb_val_*.bin, fineweb_train_*.bin) every match must have a canonical name: a stray
+    fineweb_val_000000_old.bin would otherwise be read as part of the split."""
     files = [Path(p) for p in sorted(glob.glob(pattern)) if "_bytes_" not in Path(p).name]
     if not files:
         raise FileNotFoundError(
             f"no shards match {pattern!r}; set DATA_PATH to a folder of fineweb_train_*.bin / fineweb_val_*.bin "
             "(python -m data.download, or python -m data.export for your own text)"
+        )
+    split = re.fullmatch(r"fineweb_(train|val)_\*\.bin", Path(pattern).name)
+    odd = [p.name for p in files if split and not SHARD_NAME.fullmatch(p.name)]
+    if odd:
+        raise ShardFormatError(
+            f"{files[0].parent} holds {', '.join(odd[:3])}{' ...' if len(odd) > 3 else ''}, not a canonical shard name "
+            f"(fineweb_{split.group(1)}_NNNNNN.bin) but matched by {Path(pattern).name}, so it would be read as part of the "
+            f"{split.group(1)} split: move it out of that folder"
         )
     return files
 

@@ -44,9 +44,9 @@ def _worker(variant: str, seed: int, preset: str, steps: int, eval_episodes: int
     key = (variant, seed)
     result = train_and_evaluate(variant, seed, preset, steps, eval_episodes,
                                 progress=lambda n: _progress_queue.put((key, n)))
-    tmp = Path(path).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)  # a killed run never leaves a half-written result behind
+    from data.writes import atomic_write
+
+    atomic_write(path, json.dumps(result, indent=1))  # a killed run never leaves a half-written result behind
     return path
 
 
@@ -77,6 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = [int(s) for s in parse_list(args.seeds, "seeds")]
     except ValueError as e:
         p.error(str(e))
+    if any(not 0 <= s < 2**32 for s in args.seeds) or len(set(args.seeds)) < len(args.seeds):
+        p.error(f"--seeds {','.join(map(str, args.seeds))}: seeds must be distinct integers in [0, 2^32)")
+    if len(set(args.variants)) < len(args.variants):
+        p.error(f"--variants {','.join(args.variants)} names a variant twice")
     preset = get_preset(args.preset)
     args.steps = preset.default_steps if args.steps is None else args.steps
     if args.steps <= 0 or args.jobs <= 0 or (args.eval_episodes is not None and args.eval_episodes <= 0):
@@ -85,21 +89,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
-
-    from rl.report import write_report
+    from data.writes import WouldOverwrite
+    from rl.report import RunRecordError
 
     args = parse_args(argv)
+    try:
+        return compare(args)
+    except (RunRecordError, WouldOverwrite) as e:
+        raise SystemExit(f"rl.compare: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("rl.compare: interrupted; finished runs are kept, rerun the same command to finish the rest") from None
+
+
+def compare(args) -> int:
+    from tqdm import tqdm
+
+    from rl.report import Ledger, TOOL, load_run, report_files, write_report
+
     out = Path(args.out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"rl.compare: --out {out} is a file; give a folder (a new one, or one rl.compare wrote)")
     grid = [(v, s) for s in args.seeds for v in args.variants]  # seed-major: partial tables cover every variant
     todo = [(v, s) for v, s in grid if not run_path(out, v, args.preset, args.steps, s).exists()]
+    if args.report_only and len(todo) == len(grid):
+        raise SystemExit(f"rl.compare: {out / 'runs'} holds no finished run of this grid (preset {args.preset}, "
+                         f"{args.steps} steps); check --out, --preset and --steps")
+    try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"rl.compare: cannot create {out / 'runs'} ({e.strerror}); choose another --out") from None
     eval_episodes = args.eval_episodes or get_preset(args.preset).eval_episodes
     for v, s in grid:
         path = run_path(out, v, args.preset, args.steps, s)
-        if (v, s) not in todo and json.loads(path.read_text())["eval_episodes"] != eval_episodes:
+        if (v, s) in todo:
+            continue
+        run = load_run(path)  # an empty or damaged record is named before any run starts
+        if (run["variant"], run["seed"]) != (v, s):
+            raise SystemExit(f"rl.compare: {path} holds the run of {run['variant']} seed {run['seed']}, not what its "
+                             "name says; move it away")
+        if run["eval_episodes"] != eval_episodes:
             raise SystemExit(f"rl.compare: {path} was evaluated over a different number of episodes than "
                              f"{eval_episodes}; use another --out or the same --eval-episodes")
+    Ledger(out, TOOL).check(*report_files(args.preset, args.steps))  # a user's file of that name: refused now, not later
     print(f"rl.compare preset:{args.preset} steps:{args.steps} runs:{len(grid)} done:{len(grid) - len(todo)} "
           f"todo:{len(todo)} jobs:{args.jobs} out:{out}", flush=True)
 

@@ -7,19 +7,50 @@ deterministic policy on a separate env.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 
+from data.writes import Ledger
 from rl.presets import SOLVED_RETURN
 from rl.variants import get_variant
+
+TOOL = "python -m rl.compare"
 
 RUN_FIELDS = ["variant", "seed", "preset", "env_steps", "params_total", "params_actor", "params_critic",
               "train_last100_mean", "eval_mean", "eval_std", "eval_solved_fraction", "train_seconds",
               "env_steps_per_second"]
 SUMMARY_FIELDS = ["variant", "preset", "steps", "seeds", "params", "train_mean", "train_std", "eval_mean",
                   "eval_std", "eval_seeds_solved", "env_steps_per_second", "reported_mean", "reported_std"]
+
+
+class RunRecordError(ValueError):
+    """A file in OUT/runs/ that is not a finished run record; the message names it and the fix."""
+
+
+RECORD_FIELDS = {"variant": str, "seed": int, "preset": str, "env_steps": int, "params": dict, "eval_episodes": int,
+                 "eval_mean": float, "eval_std": float, "eval_solved_fraction": float, "train_seconds": float,
+                 "env_steps_per_second": float, "curve": list}
+
+
+def load_run(path: Path) -> dict:
+    """One finished run (rl/run.py's result), checked field by field so a damaged file is named, not half-read."""
+    fix = "delete it and rerun the comparison to redo that run"
+    try:
+        run = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RunRecordError(f"{path} is not a readable run record ({e}); {fix}") from None
+    if not isinstance(run, dict):
+        raise RunRecordError(f"{path} is not a run record (not a JSON object); {fix}")
+    bad = [k for k, t in RECORD_FIELDS.items()
+           if not isinstance(run.get(k), (int, float) if t is float else t) or isinstance(run.get(k), bool)]
+    if not bad and not all(isinstance(run["params"].get(k), int) for k in ("total", "actor", "critic")):
+        bad = ["params.total/actor/critic"]
+    if bad:
+        raise RunRecordError(f"{path} is not a finished run record (missing or wrong: {', '.join(bad)}); {fix}")
+    return run
 
 
 def _mean_std(values: list[float | None]) -> tuple[float, float]:
@@ -69,7 +100,7 @@ def markdown_table(rows: list[dict], preset: str, steps: int, eval_episodes: int
     return "\n".join(lines)
 
 
-def plot_curves(runs: list[dict], variants: list[str], title: str, path: Path) -> None:
+def plot_curves(runs: list[dict], variants: list[str], title: str, ledger: Ledger, filename: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,32 +124,44 @@ def plot_curves(runs: list[dict], variants: list[str], title: str, path: Path) -
     ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ledger.write(filename, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 
 
+def report_files(preset: str, steps: int) -> list[str]:
+    tag = f"{preset}_{steps}"
+    return [f"runs_{tag}.csv", f"summary_{tag}.csv", f"summary_{tag}.md", f"curves_{tag}.png"]
+
+
+def _csv(fields: list[str], rows: list[dict]) -> str:
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fields)
+    w.writeheader()
+    w.writerows(rows)
+    return f.getvalue()
+
+
 def write_report(out: Path, preset: str, steps: int, variants: list[str], paths: list[Path]) -> str:
-    """Writes runs/summary CSV, summary markdown and curves PNG; returns the markdown ('' if no runs)."""
-    runs = [json.loads(Path(p).read_text()) for p in paths]
+    """Writes runs/summary CSV, summary markdown and curves PNG; returns the markdown ('' if no runs). Files are written
+    atomically, and only over files this tool wrote (others: WouldOverwrite)."""
+    runs = [load_run(p) for p in paths]
     if not runs:
         return ""
-    tag = f"{preset}_{steps}"
-    with open(out / f"runs_{tag}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, RUN_FIELDS)
-        w.writeheader()
-        for r in runs:
-            flat = {k: r[k] for k in RUN_FIELDS if k in r}
-            flat.update(params_total=r["params"]["total"], params_actor=r["params"]["actor"],
-                        params_critic=r["params"]["critic"])
-            w.writerow(flat)
+    ledger = Ledger(out, TOOL)
+    runs_csv, summary_csv, summary_md, curves_png = report_files(preset, steps)
+    ledger.check(runs_csv, summary_csv, summary_md, curves_png)
+    flat_runs = []
+    for r in runs:
+        flat = {k: r[k] for k in RUN_FIELDS if k in r}
+        flat.update(params_total=r["params"]["total"], params_actor=r["params"]["actor"],
+                    params_critic=r["params"]["critic"])
+        flat_runs.append(flat)
+    ledger.write(runs_csv, _csv(RUN_FIELDS, flat_runs))
     rows = summarize(runs, variants, preset, steps)
-    with open(out / f"summary_{tag}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, SUMMARY_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    ledger.write(summary_csv, _csv(SUMMARY_FIELDS, rows))
     eval_eps = sorted({r["eval_episodes"] for r in runs})
     table = markdown_table(rows, preset, steps, eval_eps[0] if len(eval_eps) == 1 else None,
                            sorted({r["env_steps"] for r in runs}))
-    (out / f"summary_{tag}.md").write_text(table + "\n")
-    plot_curves(runs, variants, f"LunarLander-v3, preset {preset}, {steps:,} steps", out / f"curves_{tag}.png")
+    ledger.write(summary_md, table + "\n")
+    plot_curves(runs, variants, f"LunarLander-v3, preset {preset}, {steps:,} steps", ledger, curves_png)
     return table

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from data.writes import Ledger
 
 COLUMNS = ("run_id", "status", "kind", "share_target", "share", "expansion", "layers", "dim", "heads", "kv_heads",
            "mlp_mult", "params", "model_params", "predicted_total_bytes", "total_bytes", "model_bytes", "code_bytes",
@@ -14,14 +17,22 @@ def flat(row: dict) -> dict:
     return {c: row.get(c, shape.get(c, "")) for c in COLUMNS} | {"heads": shape.get("heads"), "kv_heads": shape.get("kv_heads")}
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for row in sorted(rows, key=lambda r: (r["status"] != "ok", r.get("val_bpb") or 9e9)):
-            w.writerow({k: ("" if v is None else v) for k, v in flat(row).items()})
-    tmp.replace(path)  # readers never see a half-written CSV
+TOOL = "python -m sweep"
+REPORT_FILES = ("results.csv", "recommendation.txt", "pareto_bpb_vs_bytes.png", "bpb_vs_axes.png")
+
+
+def csv_text(rows: list[dict]) -> str:
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=COLUMNS)
+    w.writeheader()
+    for row in sorted(rows, key=lambda r: (r["status"] != "ok", r.get("val_bpb") or 9e9)):
+        w.writerow({k: ("" if v is None else v) for k, v in flat(row).items()})
+    return f.getvalue()
+
+
+def check_report_writable(out: Path) -> None:
+    """WouldOverwrite if OUT holds a report file the sweep did not write (e.g. the user's own results.csv)."""
+    Ledger(out, TOOL).check(*REPORT_FILES)
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -57,7 +68,7 @@ def pruned_estimates(rows: list[dict]) -> list[dict]:
     return [{**r, "bpb_estimate": r["curve"][-1][1] * ratio} for r in rows if r["status"] == "pruned" and r.get("curve")]
 
 
-def plot(rows: list[dict], out: Path, budget: int) -> list[Path]:
+def plot(rows: list[dict], ledger: Ledger, budget: int) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,8 +101,7 @@ def plot(rows: list[dict], out: Path, budget: int) -> list[Path]:
     ax.set_title("bpb vs artifact bytes")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(out / "pareto_bpb_vs_bytes.png")
-    fig.savefig(paths[-1], dpi=120)
+    paths.append(ledger.write("pareto_bpb_vs_bytes.png", lambda f: fig.savefig(f, format="png", dpi=120)))
     plt.close(fig)
 
     axes_spec = [("share", "embedding share (of parameters)"), ("expansion", "expansion e (hidden / d)"), ("kind", "mixer kind")]
@@ -112,15 +122,17 @@ def plot(rows: list[dict], out: Path, budget: int) -> list[Path]:
     axs[0].legend(fontsize=8)
     fig.suptitle("bpb along each grid axis")
     fig.tight_layout()
-    paths.append(out / "bpb_vs_axes.png")
-    fig.savefig(paths[-1], dpi=120)
+    paths.append(ledger.write("bpb_vs_axes.png", lambda f: fig.savefig(f, format="png", dpi=120)))
     plt.close(fig)
     return paths
 
 
 def write_report(rows: list[dict], out: Path, budget: int, with_plots: bool = True) -> tuple[str, list[Path]]:
-    out = Path(out)
-    write_csv(rows, out / "results.csv")
+    """results.csv, recommendation.txt (and the plots), each written atomically and only over the sweep's own files."""
+    ledger = Ledger(out, TOOL)
+    ledger.check(*REPORT_FILES)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    ledger.write("results.csv", csv_text(rows))
     text = recommend(rows, budget)
-    (out / "recommendation.txt").write_text(text + "\n")
-    return text, (plot(rows, out, budget) if with_plots else [])
+    ledger.write("recommendation.txt", text + "\n")
+    return text, (plot(rows, ledger, budget) if with_plots else [])

@@ -21,6 +21,13 @@ from pathlib import Path
 from arch.budget import Prediction, Shape
 
 TRAIN_LINE = re.compile(r"step:(\d+)/\d+ train_loss:([\d.naninf]+) train_time:(\d+)ms")
+STATUSES = ("ok", "pruned", "failed")
+REPORTED = ("kind", "share_target", "share", "expansion", "shape", "env", "params", "predicted_total_bytes")  # every row
+REPORTED_OK = ("val_bpb", "val_loss", "total_bytes")  # and a finished one
+
+
+class SweepError(ValueError):
+    """A sweep folder or option that cannot be used as it is; the message names it and the fix."""
 
 
 @dataclass(frozen=True)
@@ -109,18 +116,27 @@ class ResultStore:
         self.path = self.out / "results.jsonl"
 
     def load(self) -> dict[str, dict]:
+        """run_id -> its last recorded row. Only the last line may be unreadable (a kill mid-write: that run is
+        redone); any other bad line is refused with its number, so a damaged file is never half-read."""
         if not self.path.is_file():
             return {}
         rows = {}
-        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+        lines = self.path.read_text(errors="replace").splitlines()
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                # a kill can only truncate the last line; that run is simply redone
-                print(f"sweep: ignoring unreadable line {n} of {self.path} (interrupted write)", file=sys.stderr)
-                continue
+                if n == len(lines):
+                    print(f"sweep: ignoring unreadable line {n} of {self.path} (interrupted write)", file=sys.stderr)
+                    continue
+                raise SweepError(f"{self.path} line {n} is not JSON; the file was damaged: restore it, or move it away "
+                                 "to start this sweep over") from None
+            problem = row_problem(row)
+            if problem:
+                raise SweepError(f"{self.path} line {n} is not a sweep run record ({problem}); restore the file, or "
+                                 "move it away to start this sweep over")
             rows[row["run_id"]] = row
         return rows
 
@@ -132,10 +148,27 @@ class ResultStore:
             os.fsync(f.fileno())
 
 
+def row_problem(row) -> str | None:
+    """What keeps a results line from being a run the report can use, or None."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    if not isinstance(row.get("run_id"), str) or row.get("status") not in STATUSES:
+        return f"needs a run_id and a status in {STATUSES}"
+    missing = [k for k in REPORTED + (REPORTED_OK if row["status"] == "ok" else ()) if row.get(k) is None]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
 def start_run(spec: RunSpec, out: Path, trainer: Path, env: dict[str, str]) -> Running:
-    """Start the trainer in a fresh run folder (a leftover folder of an interrupted run is cleared first)."""
+    """Start the trainer in a fresh run folder (a leftover folder of an interrupted run is cleared first; a folder
+    that is not one of this sweep's run folders is refused, never deleted)."""
     folder = Path(out) / "runs" / spec.run_id
     if folder.exists():
+        try:
+            ours = json.loads((folder / "spec.json").read_text())["run_id"] == spec.run_id
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
+            raise SweepError(f"{folder} exists but is not this sweep's run folder (no matching spec.json); move it away")
         stop_orphan(folder, trainer)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -172,7 +205,7 @@ def stop_orphan(folder: Path, trainer: Path) -> None:
             time.sleep(0.1)
 
 
-def finished_row(run: Running, scheme: str, status: str | None = None, note: str = "") -> dict:
+def finished_row(run: Running, scheme: str, status: str | None = None, note: str = "", context: dict | None = None) -> dict:
     """The results line of a run that exited (or was stopped: status='pruned')."""
     text = run.log_path.read_text(errors="replace") if run.log_path.is_file() else ""
     parsed = parse_log(text, scheme)
@@ -188,13 +221,17 @@ def finished_row(run: Running, scheme: str, status: str | None = None, note: str
         note = (note + "; " if note else "") + (f"PARAM FORMULA MISMATCH: built {parsed['model_params']}, "
                                                 f"predicted {run.spec.prediction.params}")
     return {**run.spec.to_json(), "status": status, "note": note, "wall_s": round(time.time() - run.started, 1),
-            "scheme": scheme, **parsed}
+            "scheme": scheme, **parsed, "context": context}
 
 
 def trainer_knobs(trainer: Path) -> set[str]:
     """The env knobs the trainer reads, from its own --help (so the sweep never has to import it)."""
-    out = subprocess.run([sys.executable, str(trainer), "--help"], capture_output=True, text=True, check=True).stdout
-    return set(re.findall(r"^  ([A-Z][A-Z0-9_]+) ", out, flags=re.M))
+    proc = subprocess.run([sys.executable, str(trainer), "--help"], capture_output=True, text=True)
+    knobs = set(re.findall(r"^  ([A-Z][A-Z0-9_]+) ", proc.stdout, flags=re.M))
+    if proc.returncode or not knobs:
+        tail = (proc.stderr.strip().splitlines() or ["no knob list printed"])[-1]
+        raise SweepError(f"--trainer {trainer} --help failed ({tail}); point --trainer at a train_gpt.py")
+    return knobs
 
 
 def env_for_runs(base: dict[str, str], knob_names: set[str]) -> dict[str, str]:

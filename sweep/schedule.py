@@ -55,14 +55,20 @@ def losing(run_curve: list[tuple[int, float]], others: list[list[tuple[int, floa
 
 def run_all(specs: list[RunSpec], out: Path, trainer: Path, env: dict[str, str], scheme: str, jobs: int,
             budget_s: float, stop_after: float = 0.5, margin: float = 0.15, poll_s: float = 1.0,
-            on_result: Callable[[dict], None] | None = None, log: Callable[[str], None] = print) -> None:
-    """Start pending specs as slots free up; record each finished, failed or pruned run in the results file."""
+            on_result: Callable[[dict], None] | None = None, log: Callable[[str], None] = print,
+            context: dict | None = None) -> list[dict]:
+    """Start pending specs as slots free up; record each finished, failed or pruned run in the results file (with
+    `context`, what besides the shape made the result). A run recorded as failed is pending again. Returns the rows
+    recorded by this call."""
     store = ResultStore(out)
-    done = store.load()
+    done = {k: r for k, r in store.load().items() if r["status"] != "failed"}
     pending = [s for s in specs if s.run_id not in done]
     finished_curves = [r.get("curve") or [] for r in done.values()]
-    if len(pending) < len(specs):
-        log(f"sweep: resuming, {len(specs) - len(pending)} of {len(specs)} runs already recorded in {store.path}")
+    retried = sum(1 for r in store.load().values() if r["status"] == "failed" and r["run_id"] in {s.run_id for s in specs})
+    if len(pending) < len(specs) or retried:
+        log(f"sweep: resuming, {len(specs) - len(pending)} of {len(specs)} runs already recorded in {store.path}"
+            + (f"; retrying {retried} that failed" if retried else ""))
+    recorded: list[dict] = []
     running: list[Running] = []
     try:
         while pending or running:
@@ -85,8 +91,9 @@ def run_all(specs: list[RunSpec], out: Path, trainer: Path, env: dict[str, str],
                 elif run.proc.poll() is None:
                     continue
                 run.poll_curve()
-                row = finished_row(run, scheme, status, note)
+                row = finished_row(run, scheme, status, note, context)
                 store.append(row)
+                recorded.append(row)
                 finished_curves.append(row["curve"])
                 running.remove(run)
                 bpb = f"val_bpb {row['val_bpb']:.4f} total {row['total_bytes']} bytes" if row["status"] == "ok" else row["note"]
@@ -96,3 +103,4 @@ def run_all(specs: list[RunSpec], out: Path, trainer: Path, env: dict[str, str],
     finally:
         for run in running:  # interrupted: leave no trainer behind; these runs are redone on resume
             run.stop()
+    return recorded

@@ -116,7 +116,7 @@ def test_downloads_val_first_train_shards_and_tokenizer(tmp_path, hub):
     assert (out / "manifest.json").read_bytes() == (tmp_path / "remote/datasets/manifest.json").read_bytes()
     assert read_shard(r.val_shards[1]).size == 300
     assert not r.warnings and not r.skipped and len(r.downloaded) == 6
-    assert sorted(p.name for p in out.iterdir()) == ["datasets", "manifest.json", "tokenizers"]  # staging removed
+    assert sorted(p.name for p in out.iterdir()) == [".written.json", "datasets", "manifest.json", "tokenizers"]  # staging removed
 
 
 def test_skips_files_already_present(tmp_path, hub):
@@ -169,11 +169,44 @@ def test_rejects_a_bad_downloaded_shard(tmp_path, hub, corrupt):
 
 def test_stale_manifest_warning(tmp_path, hub):
     out = tmp_path / "data"
-    out.mkdir()
-    (out / "manifest.json").write_text(json.dumps({"version": "10B", "datasets": [], "from": "kevclark"}))
+    remote = tmp_path / "remote/datasets/manifest.json"
+    new = json.loads(remote.read_text())
+    remote.write_text(json.dumps({**new, "num_docs": 999}))  # an older export, downloaded first
+    run(out, train_shards=0)
+    remote.write_text(json.dumps(new))
     r, logs = run(out, train_shards=0)
     assert any("stale" in w for w in r.warnings) and any("stale" in line for line in logs)
     assert json.loads((out / "manifest.json").read_text())["num_docs"] == 1234
+
+
+@pytest.mark.parametrize("mine", ["manifest.json", "datasets/fineweb10B_sp300/fineweb_val_000000.bin"])
+def test_a_file_it_did_not_download_is_never_replaced(tmp_path, hub, mine):
+    out = tmp_path / "data"
+    path = out / mine
+    path.parent.mkdir(parents=True)
+    if path.suffix == ".json":
+        path.write_text(json.dumps({"version": "10B", "datasets": [], "from": "my own export"}))
+    else:
+        write_shard(path, np.arange(10))  # the user's, of another size than the manifest's
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="not downloaded here"):
+        run(out, train_shards=0)
+    assert path.read_bytes() == before
+
+
+def test_offline_says_the_hub_cannot_be_reached(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(**kw):  # what hf_hub_download raises when it cannot connect and nothing is cached
+        raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub ...")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    assert dl.main(["--out", str(tmp_path / "data"), "--train-shards", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Hugging Face hub" in err and "no network" in err and "not found" not in err
+    (tmp_path / "f").write_text("x")
+    assert dl.main(["--out", str(tmp_path / "f")]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "f").read_text() == "x"
 
 
 def test_extra_shards_from_another_export_warn(tmp_path, hub):

@@ -113,6 +113,7 @@ def test_resume_after_kill_stops_the_orphan_and_keeps_recorded_runs(tmp_path):
     trainer.write_text(FAKE_TRAINER)
     data = tmp_path / "data"
     data.mkdir()
+    (data / "t.model").write_bytes(b"stands in for the tokenizer")  # the sweep fingerprints it
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "sweep", "--out", str(out), "--trainer", str(trainer), "--data-path", str(data),
            "--tokenizer-path", str(data / "t.model"), "--vocab", "64", "--bytes", "200000", "--kinds", "relu2",
@@ -189,5 +190,5 @@ def test_bad_cli_input_is_named(tmp_path, capsys):
         main(["--out", str(tmp_path), "--kinds", "nope", "--dry-run"])
     with pytest.raises(SystemExit, match="--tokenizer-path"):
         main(["--out", str(tmp_path), "--data-path", "x"])
-    with pytest.raises(SystemExit, match="--jobs must be >= 1"):
+    with pytest.raises(SystemExit, match="--jobs 0 must be >= 1"):
         main(["--out", str(tmp_path), "--jobs", "0"])
