@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.export import SPACE_PIECE, TokenizerCheckError, check_tokenizer
 from data.shards import HEADER_BYTES, SHARD_NAME, ShardFormatError, list_shards, read_header, read_shard
+from data.tokenizer import SPACE_PIECE, TokenizerCheckError, check_tokenizer
 
 RANGE_SAMPLE_BLOCKS, RANGE_BLOCK_TOKENS = 16, 65_536  # token ids looked at per train shard before step 0: <= 1M
 PROBE_MAX_TOKENS, PROBE_MIN_DOCS, PROBE_MIN_MATCH = 200_000, 8, 0.5
