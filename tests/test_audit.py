@@ -334,8 +334,8 @@ def test_cli_fails_a_planted_leak(tmp_path, capsys, clean_env):
 
     original = train_gpt.build_model
 
-    def leaky(args):  # a checkout whose model peeks at the next input token, i.e. the target
-        m = original(args)
+    def leaky(args, **overrides):  # a checkout whose model peeks at the next input token, i.e. the target
+        m = original(args, **overrides)
         honest = m.forward_logits
         m.forward_logits = lambda x: peek(honest(x), x, torch.ones_like(x, dtype=torch.bool), 20.0)
         return m
