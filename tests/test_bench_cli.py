@@ -41,7 +41,7 @@ def test_train_speed_bad_inputs(tmp_path, args, match):
 def test_train_speed_failing_trainer_is_one_line(tmp_path):
     script = tmp_path / "broken_train.py"
     script.write_text("import sys\nprint('about to fail')\nsys.exit('error: MODEL_DIM too small for this trainer')\n")
-    proc = _cli("bench.train_speed", "--script", str(script), "--seconds", "1", "TRAIN_BATCH_TOKENS=512", cwd=tmp_path)
+    proc = _cli("bench.train_speed", "--script", str(script), "--seconds", "1", "TRAIN_BATCH_TOKENS=2048", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "exited with status 1: error: MODEL_DIM too small" in proc.stderr and proc.stderr.count("\n") == 1
 
