@@ -144,6 +144,17 @@ def _pack(a: np.ndarray) -> tuple[dict, bytes]:
 
 # ---------- the child: the record's model behind a pipe ----------
 
+def repo_modules(repo: str) -> list[str]:
+    """Modules imported from files under `repo` (the verifier's checkout) that are not part of the Python
+    environment itself: a virtual environment made inside the checkout (./run.sh's .venv) is not the repository."""
+    import sysconfig
+
+    env_dirs = {sys.prefix, sys.exec_prefix, sys.base_prefix, *sysconfig.get_paths().values()}
+    env_dirs = tuple(os.path.join(os.path.realpath(d), "") for d in env_dirs if d)
+    files = ((n, os.path.realpath(f)) for n, m in list(sys.modules.items()) if (f := getattr(m, "__file__", None)))
+    return sorted(n for n, f in files if f.startswith(repo) and not f.startswith(env_dirs))
+
+
 def _serve(entry: str, rfd: int, wfd: int, repo: str, preset: str) -> None:
     import contextlib
     import importlib
@@ -173,8 +184,7 @@ def _serve(entry: str, rfd: int, wfd: int, repo: str, preset: str) -> None:
         args = state["args"]
         names = ("vocab_size", "train_seq_len", "eval_seq_len", "eval_stride", "eval_batch_seqs", "dtype", "ttt_enabled", "ttt_mode",
                  "ttt_lr", "ttt_lora_rank", "ttt_epochs", "ttt_chunk_tokens", "data_path", "tokenizer_path", "val_batch_size")
-        leaked = sorted(n for n, m in list(sys.modules.items()) if (getattr(m, "__file__", None) or "").startswith(repo))
-        return {"knobs": {n: getattr(args, n, None) for n in names}, "repo_modules": leaked}
+        return {"knobs": {n: getattr(args, n, None) for n in names}, "repo_modules": repo_modules(repo)}
 
     build()
     while True:

@@ -48,16 +48,24 @@ SMOKE_TIMEOUT_S = 600
 # The only variables of the caller's environment a rerun keeps: where programs, home and temp files are, the locale.
 _KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "OMP_NUM_THREADS", "PARAMETER_GOLF_CACHE")
 # Runs the packed file, then names any module that was loaded from the repository instead of from the bundle.
+# (eval.remote.repo_modules' source is prepended: the same rule as the audit's, a .venv inside the checkout excepted.)
 _SMOKE_RUNNER = """
-import runpy, sys
+import os, runpy, sys
 script, repo = sys.argv[1], sys.argv[2]
 sys.argv = [script]
 try:
     runpy.run_path(script, run_name="__main__")
 finally:
-    leaked = sorted(n for n, m in list(sys.modules.items()) if (getattr(m, "__file__", None) or "").startswith(repo))
-    print("records-smoke:repo-modules:" + ",".join(leaked), file=sys.stderr, flush=True)
+    print("records-smoke:repo-modules:" + ",".join(repo_modules(repo)), file=sys.stderr, flush=True)
 """
+
+
+def smoke_runner() -> str:
+    import inspect
+
+    from eval.remote import repo_modules
+
+    return "import os, sys\n" + inspect.getsource(repo_modules) + _SMOKE_RUNNER
 
 
 def default_smoke_data() -> tuple[Path, Path]:
@@ -107,7 +115,7 @@ def smoke_check(folder: Path, sub: dict, bundle_entry_source: str, smoke_data: t
         shutil.copyfile(folder / ENTRY, tmp / ENTRY)
         env = clean_env(**{**smoke_knobs(sub.get("run_env") or {}), "VOCAB_SIZE": str(vocab), "DATA_PATH": str(data_path),
                            "TOKENIZER_PATH": str(tokenizer)})
-        cmd = [sys.executable, "-c", _SMOKE_RUNNER, str(tmp / ENTRY), str(repo_root.resolve()) + os.sep]
+        cmd = [sys.executable, "-c", smoke_runner(), str(tmp / ENTRY), str(repo_root.resolve()) + os.sep]
         try:
             proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -157,3 +157,19 @@ def test_the_committed_example_record_passes_its_audit():
     check = audit_check(EXAMPLE, sub_of(EXAMPLE), ROOT)
     assert check.status == "PASS", check.detail
     assert "rescored" in check.detail and "model's own loss was checked" in check.detail
+
+
+def test_a_virtual_environment_inside_the_checkout_is_not_the_repository(tmp_path, monkeypatch):
+    """CI (and ./run.sh) make .venv inside the checkout: its site-packages (e.g. setuptools' _distutils_hack) is
+    the Python environment, not repository code a record forgot to bundle."""
+    import importlib
+    import sysconfig
+
+    from eval.remote import repo_modules
+
+    purelib = os.path.join(os.path.realpath(sysconfig.get_paths()["purelib"]), "")
+    assert repo_modules(purelib) == []  # everything there is the environment's, even if the checkout holds it
+    (tmp_path / "forgotten_module.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("forgotten_module")
+    assert repo_modules(os.path.join(os.path.realpath(tmp_path), "")) == ["forgotten_module"]
