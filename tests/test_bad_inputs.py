@@ -750,7 +750,8 @@ def test_sample_cli_bad_cache_folder_and_vocabulary(tmp_path, capsys):
 # ---------- the shared writer ----------
 
 def test_ledger_replaces_only_what_it_wrote(tmp_path):
-    from data.writes import Ledger, WouldOverwrite
+    from data.ledger import Ledger
+    from data.writes import WouldOverwrite
 
     ledger = Ledger(tmp_path, "tool")
     ledger.write("a.txt", "v1")
