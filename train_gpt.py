@@ -48,8 +48,7 @@ from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
 from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
 from optim.health import embedding_health_lines
-from quant.compress import set_zstd_level
-from quant.export import ExportError, artifact_log_lines, gptq_targets, load_artifact, write_artifact
+from quant.export import ExportError, artifact_log_lines, load_artifact, write_artifact
 from quant.qat import attach_qat, set_qat
 from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
 from quant.size import code_size, project_sources, source_text
@@ -65,7 +64,8 @@ def lazy(module: str, name: str):
 
 TTTConfig, score_first_ttt, warm_up_ttt = (lazy("eval.ttt", n) for n in ("TTTConfig", "score_first_ttt", "warm_up_ttt"))
 WeightEMA = lazy("optim.ema", "WeightEMA")
-collect_hessians = lazy("quant.gptq", "collect_hessians")
+collect_hessians, gptq_targets = lazy("quant.gptq", "collect_hessians"), lazy("quant.gptq", "gptq_targets")
+set_zstd_level = lazy("quant.compress", "set_zstd_level")  # zstd specs only: they ship quant.container, which imports it
 
 
 def optional_modules(args) -> list[str]:
@@ -263,6 +263,7 @@ KNOB_RANGES = [
       "TIED_EMBED_LR", "MATRIX_LR", "SCALAR_LR", "TIED_EMBED_INIT_STD", "GRAD_CLIP_NORM", "MUON_WD", "ADAM_WD",
       "QAT_START_LR_SCALE", "GPTQ_RESERVE_SECONDS"), lambda v: v >= 0, ">= 0"),
     (("MUON_MOMENTUM", "MUON_MOMENTUM_WARMUP_START", "BETA1", "BETA2", "EMA_DECAY"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("ZSTD_LEVEL",), lambda v: 1 <= v <= 22, "in 1..22"),
     (("SEED",), lambda v: 0 <= v < 2**32, "in [0, 2^32) (numpy's seed range)"),
     (("VOCAB_SIZE",), lambda v: v <= 65_536, "<= 65536 (ids are stored as uint16 in the shards)"),
 ]
@@ -355,9 +356,10 @@ class Hyperparameters:
             raise KnobError(f"MATMUL_DTYPE={self.matmul_dtype!r} must be fp32, bf16 or auto")
         try:
             self.export_specs, self.mix = parse_export_specs(self.export_schemes), parse_mix(self.quant_mix)
-            set_zstd_level(self.zstd_level)
         except ValueError as e:
             raise KnobError(str(e)) from None
+        if any(spec.compressor == "zstd" for spec in self.export_specs):
+            set_zstd_level(self.zstd_level)
         if self.qat_scheme and self.qat_scheme not in (*UNIFORM_SCHEMES, "mixed"):
             raise KnobError(f"QAT_SCHEME={self.qat_scheme!r} must be empty or one of {[*UNIFORM_SCHEMES, 'mixed']}")
         if self.gptq and 0 < self.max_wallclock_seconds <= self.gptq_reserve_seconds:

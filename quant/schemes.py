@@ -73,11 +73,21 @@ def parse_export_specs(text: str) -> list[ExportSpec]:
         specs.append(spec)
     if not specs:
         raise ValueError("EXPORT_SCHEMES is empty; the default is int8+zlib")
-    from quant.compress import check_available
-
     for spec in specs:
         check_available(spec.compressor)
     return specs
+
+
+def check_available(name: str) -> None:
+    """Fail early (at knob parsing) when a compressor's library is missing."""
+    module, hint = {"zstd": ("zstandard", "pip install zstandard"), "brotli": ("brotli", "pip install brotli"),
+                    "ans": ("constriction", "pip install constriction")}.get(name, (None, ""))
+    if module is None:
+        return
+    try:
+        __import__(module)
+    except ImportError:
+        raise ValueError(f"compressor {name!r} needs the {module!r} package: {hint}") from None
 
 
 def scheme_bits(scheme: str, name: str, mix: list[tuple[str, int]]) -> int:
