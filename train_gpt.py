@@ -49,7 +49,6 @@ from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
 from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
 from optim.health import embedding_health_lines
 from quant.export import ExportError, artifact_log_lines, load_artifact, write_artifact
-from quant.qat import attach_qat, set_qat
 from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
 from quant.size import code_size, project_sources, source_text
 
@@ -64,6 +63,7 @@ def lazy(module: str, name: str):
 
 TTTConfig, score_first_ttt, warm_up_ttt = (lazy("eval.ttt", n) for n in ("TTTConfig", "score_first_ttt", "warm_up_ttt"))
 WeightEMA = lazy("optim.ema", "WeightEMA")
+attach_qat, set_qat = lazy("quant.qat", "attach_qat"), lazy("quant.qat", "set_qat")
 collect_hessians, gptq_targets = lazy("quant.gptq", "collect_hessians"), lazy("quant.gptq", "gptq_targets")
 set_zstd_level = lazy("quant.compress", "set_zstd_level")  # zstd specs only: they ship quant.container, which imports it
 
@@ -73,7 +73,7 @@ def optional_modules(args) -> list[str]:
     (the code bytes the run logs count exactly these)."""
     mods = mixer_modules(args.mlp_kind)
     for on, names in ((args.ttt_enabled, ["eval.ttt"]), (args.ema_decay > 0, ["optim.ema"]), (args.gptq, ["quant.gptq"]),
-                      (args.embed_optimizer == "coupled_adam", ["optim.coupled_adam"]),
+                      (bool(args.qat_scheme), ["quant.qat"]), (args.embed_optimizer == "coupled_adam", ["optim.coupled_adam"]),
                       (any(not spec.is_public for spec in args.export_specs), ["quant.container", "quant.quantize"])):
         if on:
             mods += names
@@ -824,7 +824,8 @@ def main() -> None:
     # -----------------------------
     # EXPORT + ROUNDTRIP VALIDATION
     # -----------------------------
-    set_qat(base_model, False)  # the roundtrip scores the artifact's weights as they are
+    if args.qat_scheme:
+        set_qat(base_model, False)  # the roundtrip scores the artifact's weights as they are
     set_matmul_dtype(base_model, None)  # and in fp32 products, as any rerun or audit of the artifact does
     out_dir = Path(args.output_dir)
     raw_path = out_dir / "final_model.pt"

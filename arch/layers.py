@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quant.qat import qat_weight
-
 
 class RMSNorm(nn.Module):
     def __init__(self, eps: float | None = None):
@@ -59,7 +57,11 @@ class CastedLinear(nn.Linear):
     matmul_dtype: torch.dtype | None = None  # fixed before torch.compile traces the forward
 
     def forward(self, x: Tensor) -> Tensor:
-        w = qat_weight(self.weight, self.qat_bits, self.qat_gate) if self.qat_bits else self.weight
+        w = self.weight
+        if self.qat_bits:  # only with QAT_SCHEME, whose attach_qat imported quant.qat (a record ships it only then)
+            from quant.qat import qat_weight
+
+            w = qat_weight(w, self.qat_bits, self.qat_gate)
         return casted_linear(x, w, self.bias, self.matmul_dtype)
 
 
