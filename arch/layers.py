@@ -83,6 +83,13 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
 
 
+def hidden_width(dim: int, mult: float) -> int:
+    hidden = int(round(mult * dim))
+    if hidden <= 0:
+        raise ValueError(f"MLP_MULT={mult} gives a hidden width of {hidden} at MODEL_DIM={dim}; raise MLP_MULT")
+    return hidden
+
+
 def zero_init(linear: nn.Linear) -> nn.Linear:
     """Mark an output projection to start at zero, so each residual branch begins as the identity."""
     linear._zero_init = True
