@@ -252,7 +252,8 @@ def test_every_train_shard_is_checked_before_step_0(tmp_path, tiny, damage, matc
 
 def test_the_loader_names_a_shard_with_out_of_vocab_ids(tmp_path, tiny):
     from data.loader import TokenStream
-    from data.shards import ShardFormatError, read_shard, write_shard
+    from data.export import write_shard
+    from data.shards import ShardFormatError, read_shard
 
     data = copy_data(tiny[0], tmp_path / "data")
     ids = read_shard(data / "fineweb_train_000001.bin").astype(np.int64)
