@@ -197,7 +197,8 @@ def _container_scheme(label: str, float_max_numel: int) -> Scheme:
     try:
         from quant.container import serialize
         from quant.quantize import quantize_model
-        from quant.schemes import DEFAULT_MIX, parse_export_specs, parse_mix, tensor_plan
+        from quant.plan import tensor_plan
+        from quant.schemes import DEFAULT_MIX, parse_export_specs, parse_mix
     except ImportError:
         raise ValueError(f"scheme {label!r} needs quant/'s export schemes (quant.schemes, quant.quantize), which this "
                          "checkout does not have; only int8+zlib is available") from None

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from quant.quantize import qmax_for
-from quant.schemes import SMALL_TENSOR_MAX_NUMEL, ExportSpec, tensor_plan
+from quant.plan import tensor_plan
+from quant.schemes import SMALL_TENSOR_MAX_NUMEL, ExportSpec
 
 
 def gptq_targets(state_dict: dict[str, Tensor], specs: list[ExportSpec], mix, keep_float: tuple[str, ...],

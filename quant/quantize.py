@@ -4,7 +4,7 @@ Values are integers in [-qmax, qmax], qmax = 2^(bits-1) - 1 (127, 31, 15, 7), st
 ("int8 containers": the entropy coder, not bit packing, removes the unused high bits).
 The clip search ("GPTQ-lite") tries a few clip levels below each row's max |w| and keeps, per row, the one
 with the smallest squared reconstruction error; GPTQ (quant/gptq.py) reuses these scales.
-`quantize_model` / `dequantize_model`: a whole state dict, tensor by tensor as quant.schemes.tensor_plan says (the
+`quantize_model` / `dequantize_model`: a whole state dict, tensor by tensor as quant.plan.tensor_plan says (the
 non-public EXPORT_SCHEMES; quant.export writes and reads the artifacts).
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from quant.qmodel import QuantizedModel
-from quant.schemes import SMALL_TENSOR_MAX_NUMEL, dtype_from_name, tensor_plan
+from quant.plan import dtype_from_name, tensor_plan
+from quant.schemes import SMALL_TENSOR_MAX_NUMEL
 
 # Fractions of the row's max |w| tried as the clip; 1.0 (no clipping) is always a candidate.
 CLIP_FRACTIONS = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.88, 0.86, 0.84, 0.82, 0.8, 0.77, 0.74, 0.7, 0.65, 0.6)

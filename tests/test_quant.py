@@ -22,7 +22,8 @@ from quant.export import load_artifact, write_artifact  # noqa: E402
 from quant.gptq import gptq_quantize, gptq_targets  # noqa: E402
 from quant.qat import attach_qat, set_qat  # noqa: E402
 from quant.quantize import dequantize, dequantize_model, qmax_for, quantize_matrix, quantize_model  # noqa: E402
-from quant.schemes import DEFAULT_MIX, parse_export_specs, parse_mix, tensor_plan  # noqa: E402
+from quant.plan import tensor_plan  # noqa: E402
+from quant.schemes import DEFAULT_MIX, parse_export_specs, parse_mix  # noqa: E402
 from quant.size import CodeSize, code_size, set_code_counter  # noqa: E402
 
 MIX = parse_mix(DEFAULT_MIX)
