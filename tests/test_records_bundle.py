@@ -1,6 +1,7 @@
 """records/bundle.py on a synthetic project: the flattened file behaves exactly like the sources, alone."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -185,6 +186,17 @@ def test_compact_source_keeps_the_program_and_drops_what_never_runs():
     exec(compile(out, "m", "exec"), ns)
     assert ns["f"](1, "a") == 2 and ns["Knobs"]().lr == 0.1 and ns["only_doc"]() is None and ns["HELP"] == "Module doc, read below."
     assert not embeds(src, out.replace("x + len(rest)", "x - len(rest)"))  # any change of the program is seen
+
+
+def test_every_v2_file_ends_with_the_same_runner():
+    """The runner is part of a v2 file's bytes: if it followed changes to the compactor (or to ast.unparse across
+    Python versions), files packed earlier would no longer reproduce. It is the readable bootstrap, compacted."""
+    from records.bundle import _BOOTSTRAP
+
+    text = bundle_source({"train_gpt.py": "print(1)\n"}, "train_gpt.py")
+    runner = text[text.index("import importlib.abc"):].replace(repr("train_gpt.py"), "__ENTRY__")
+    assert hashlib.sha256(runner.encode()).hexdigest() == "b5b8216046fb9d2a51c1390930da424884374d0808aefaf51aba19753f4af2fe"
+    assert embeds(_BOOTSTRAP, runner)
 
 
 def test_compact_strings_use_double_quotes_where_that_keeps_their_value():
