@@ -17,7 +17,7 @@ docstrings or signature annotations; same syntax tree otherwise), the bundle com
 container, preset 9e) and stored as a latin-1 string literal, one source byte per payload byte (base85 costs 25%):
 
     #coding:latin-1
-    _b=<the payload in triple quotes; only NUL, CR, backslash and the quote character escaped>
+    _b=<the payload in triple quotes; only NUL, CR, backslash and a quote before a quote escaped>
     import lzma;exec(lzma.decompress(_b.encode("latin-1")))
 
 The size of that file is the code size that counts against the 16,000,000-byte cap. `unpack` recovers the embedded
@@ -360,15 +360,16 @@ def bundle_source(sources: dict[str, str], entry: str = ENTRY, version: int = FO
 
 
 def _escape(blob: bytes) -> bytes:
-    """`blob` as the body of a triple-quoted literal in a latin-1 source file: only NUL, CR, backslash and the quote
-    escaped (Python reads a raw CR as a newline; a raw LF stays an LF inside triple quotes)."""
+    """`blob` as the body of a triple-quoted literal in a latin-1 source file: only NUL, CR, backslash and a quote
+    followed by a quote (or last) escaped (Python reads a raw CR as a newline; a raw LF stays an LF inside triple
+    quotes; `"` alone, or the last of a run, cannot end the literal)."""
     out = bytearray()
     for i, b in enumerate(blob):
         if b == 0:
             out += b"\\x00" if i + 1 < len(blob) and 0x30 <= blob[i + 1] <= 0x37 else b"\\0"  # \0 then a digit is octal
         elif b == 0x0D:
             out += b"\\r"
-        elif b in (0x5C, 0x22):
+        elif b == 0x5C or (b == 0x22 and (i + 1 == len(blob) or blob[i + 1] == 0x22)):  # a lone quote cannot close
             out += b"\\" + bytes([b])
         else:
             out.append(b)
