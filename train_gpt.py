@@ -48,9 +48,7 @@ from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
 from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
 from optim.health import embedding_health_lines
-from quant.compress import set_zstd_level
-from quant.export import ExportError, artifact_log_lines, gptq_targets, load_artifact, write_artifact
-from quant.qat import attach_qat, set_qat
+from quant.export import ExportError, artifact_log_lines, load_artifact, write_artifact
 from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
 from quant.size import code_size, project_sources, source_text
 
@@ -65,7 +63,9 @@ def lazy(module: str, name: str):
 
 TTTConfig, score_first_ttt, warm_up_ttt = (lazy("eval.ttt", n) for n in ("TTTConfig", "score_first_ttt", "warm_up_ttt"))
 WeightEMA = lazy("optim.ema", "WeightEMA")
-collect_hessians = lazy("quant.gptq", "collect_hessians")
+attach_qat, set_qat = lazy("quant.qat", "attach_qat"), lazy("quant.qat", "set_qat")
+collect_hessians, gptq_targets = lazy("quant.gptq", "collect_hessians"), lazy("quant.gptq", "gptq_targets")
+set_zstd_level = lazy("quant.compress", "set_zstd_level")  # zstd specs only: they ship quant.container, which imports it
 
 
 def optional_modules(args) -> list[str]:
@@ -73,7 +73,7 @@ def optional_modules(args) -> list[str]:
     (the code bytes the run logs count exactly these)."""
     mods = mixer_modules(args.mlp_kind)
     for on, names in ((args.ttt_enabled, ["eval.ttt"]), (args.ema_decay > 0, ["optim.ema"]), (args.gptq, ["quant.gptq"]),
-                      (args.embed_optimizer == "coupled_adam", ["optim.coupled_adam"]),
+                      (bool(args.qat_scheme), ["quant.qat"]), (args.embed_optimizer == "coupled_adam", ["optim.coupled_adam"]),
                       (any(not spec.is_public for spec in args.export_specs), ["quant.container", "quant.quantize"])):
         if on:
             mods += names
@@ -98,101 +98,106 @@ class Knob:
     help: str
     cpu: object = None
 
+    @property
+    def about(self) -> str:
+        """` (help)` for error messages; a packed record's knobs carry no help text (records/compact.py)."""
+        return f" ({self.help})" if self.help else ""
+
 
 CPU_COMPILE_MIN_SECONDS = 60.0  # CPU runs capped at least this long compile (~25 s) and multiply in bf16: it pays back
 
 KNOBS = [
     # Data and run
-    Knob("DATA_PATH", str, "./data/datasets/fineweb10B_sp1024", "folder of fineweb_train_*.bin / fineweb_val_*.bin shards; unset and missing -> offline sample data"),
-    Knob("TOKENIZER_PATH", str, "./data/tokenizers/fineweb_1024_bpe.model", "SentencePiece .model used for bpb byte accounting"),
-    Knob("RUN_ID", str, "", "run name; log goes to logs/<RUN_ID>.txt, artifacts to OUTPUT_DIR (default: a fresh uuid4)"),
-    Knob("OUTPUT_DIR", str, "", "where final_model.pt and final_model.int8.ptz are written (default artifacts/<RUN_ID>)"),
-    Knob("SEED", int, 1337, "seed for torch, numpy and random"),
+    Knob("DATA_PATH", str, "./data/datasets/fineweb10B_sp1024", help="folder of fineweb_train_*.bin / fineweb_val_*.bin shards; unset and missing -> offline sample data"),
+    Knob("TOKENIZER_PATH", str, "./data/tokenizers/fineweb_1024_bpe.model", help="SentencePiece .model used for bpb byte accounting"),
+    Knob("RUN_ID", str, "", help="run name; log goes to logs/<RUN_ID>.txt, artifacts to OUTPUT_DIR (default: a fresh uuid4)"),
+    Knob("OUTPUT_DIR", str, "", help="where final_model.pt and final_model.int8.ptz are written (default artifacts/<RUN_ID>)"),
+    Knob("SEED", int, 1337, help="seed for torch, numpy and random"),
     # Validation and logging
-    Knob("VAL_BATCH_SIZE", int, 524_288, "validation tokens per forward, over all ranks and accumulation steps", cpu=65_536),
-    Knob("VAL_LOSS_EVERY", int, 1000, "validate every N steps (0: only at the end)", cpu=50),
-    Knob("TRAIN_LOG_EVERY", int, 200, "log train loss every N steps (and on steps <= 10)", cpu=20),
+    Knob("VAL_BATCH_SIZE", int, 524_288, help="validation tokens per forward, over all ranks and accumulation steps", cpu=65_536),
+    Knob("VAL_LOSS_EVERY", int, 1000, help="validate every N steps (0: only at the end)", cpu=50),
+    Knob("TRAIN_LOG_EVERY", int, 200, help="log train loss every N steps (and on steps <= 10)", cpu=20),
     # Final evaluation of the roundtripped weights (eval/sliding.py, eval/ttt.py); every target is scored once
-    Knob("EVAL_SEQ_LEN", int, 0, "window length of the final sliding and TTT evals (0: TRAIN_SEQ_LEN)"),
-    Knob("EVAL_STRIDE", int, 64, "sliding eval: each window after the first scores its last EVAL_STRIDE targets, the rest is context (0: off; the default is capped at EVAL_SEQ_LEN)"),
-    Knob("EVAL_BATCH_SEQS", int, 32, "windows per forward and rank in the final evals; TTT sequences per step over all ranks", cpu=16),
-    Knob("EVAL_BUDGET_SECONDS", float, 600.0, "eval time allowed on the reference hardware: eval times are logged against it, TTT stops adapting before its pass exceeds it (<= 0: none)"),
-    Knob("TTT_ENABLED", bool, False, "run the score-first test-time-training eval after the sliding eval"),
-    Knob("TTT_MODE", str, "full", "full: SGD+momentum on every weight | lora: Adam on rank-TTT_LORA_RANK adapters of every linear/embedding"),
-    Knob("TTT_CHUNK_TOKENS", int, 32_768, "TTT scores this many targets, then adapts on them", cpu=8192),
-    Knob("TTT_EPOCHS", int, 3, "TTT adaptation passes over each scored chunk"),
-    Knob("TTT_LR", float, 0.0, "TTT learning rate, cosine-decayed over chunks (0: 0.002 for full, 0.01 for lora)"),
-    Knob("TTT_LORA_RANK", int, 8, "rank of the TTT_MODE=lora adapters"),
+    Knob("EVAL_SEQ_LEN", int, 0, help="window length of the final sliding and TTT evals (0: TRAIN_SEQ_LEN)"),
+    Knob("EVAL_STRIDE", int, 64, help="sliding eval: each window after the first scores its last EVAL_STRIDE targets, the rest is context (0: off; the default is capped at EVAL_SEQ_LEN)"),
+    Knob("EVAL_BATCH_SEQS", int, 32, help="windows per forward and rank in the final evals; TTT sequences per step over all ranks", cpu=16),
+    Knob("EVAL_BUDGET_SECONDS", float, 600.0, help="eval time allowed on the reference hardware: eval times are logged against it, TTT stops adapting before its pass exceeds it (<= 0: none)"),
+    Knob("TTT_ENABLED", bool, False, help="run the score-first test-time-training eval after the sliding eval"),
+    Knob("TTT_MODE", str, "full", help="full: SGD+momentum on every weight | lora: Adam on rank-TTT_LORA_RANK adapters of every linear/embedding"),
+    Knob("TTT_CHUNK_TOKENS", int, 32_768, help="TTT scores this many targets, then adapts on them", cpu=8192),
+    Knob("TTT_EPOCHS", int, 3, help="TTT adaptation passes over each scored chunk"),
+    Knob("TTT_LR", float, 0.0, help="TTT learning rate, cosine-decayed over chunks (0: 0.002 for full, 0.01 for lora)"),
+    Knob("TTT_LORA_RANK", int, 8, help="rank of the TTT_MODE=lora adapters"),
     # Schedule
-    Knob("ITERATIONS", int, 20_000, "maximum training steps"),
-    Knob("WARMDOWN_ITERS", int, 1200, "LR warmdown length in steps; with a wall-clock cap it is converted to time (steps x avg step time)", cpu=40),
-    Knob("WARMUP_STEPS", int, 20, "steps that prime compilation; model, optimizer and loader are restored afterwards (CPU: 2 when the preset compiles)", cpu=0),
-    Knob("TRAIN_BATCH_TOKENS", int, 524_288, "tokens per optimizer step over all ranks", cpu=8192),
-    Knob("TRAIN_SEQ_LEN", int, 1024, "training and validation sequence length", cpu=256),
-    Knob("MAX_WALLCLOCK_SECONDS", float, 600.0, "training time cap, excluding warmup and validation (<= 0: no cap)", cpu=150.0),
-    Knob("GRAD_ACCUM_STEPS", int, 0, "micro-steps per optimizer step (0: 8 // WORLD_SIZE, as the baseline)"),
+    Knob("ITERATIONS", int, 20_000, help="maximum training steps"),
+    Knob("WARMDOWN_ITERS", int, 1200, help="LR warmdown length in steps; with a wall-clock cap it is converted to time (steps x avg step time)", cpu=40),
+    Knob("WARMUP_STEPS", int, 20, help="steps that prime compilation; model, optimizer and loader are restored afterwards (CPU: 2 when the preset compiles)", cpu=0),
+    Knob("TRAIN_BATCH_TOKENS", int, 524_288, help="tokens per optimizer step over all ranks", cpu=8192),
+    Knob("TRAIN_SEQ_LEN", int, 1024, help="training and validation sequence length", cpu=256),
+    Knob("MAX_WALLCLOCK_SECONDS", float, 600.0, help="training time cap, excluding warmup and validation (<= 0: no cap)", cpu=150.0),
+    Knob("GRAD_ACCUM_STEPS", int, 0, help="micro-steps per optimizer step (0: 8 // WORLD_SIZE, as the baseline)"),
     # Model
-    Knob("VOCAB_SIZE", int, 1024, "model vocabulary; must equal the tokenizer's"),
-    Knob("NUM_LAYERS", int, 9, "transformer blocks", cpu=4),
-    Knob("MODEL_DIM", int, 512, "residual width", cpu=128),
-    Knob("NUM_HEADS", int, 8, "attention heads", cpu=4),
-    Knob("NUM_KV_HEADS", int, 4, "key/value heads (GQA)", cpu=2),
-    Knob("MLP_MULT", float, 2.0, "MLP hidden width as a multiple of MODEL_DIM (floats allowed)"),
-    Knob("MLP_KIND", str, "relu2", f"sublayer in the MLP slot: {', '.join(sorted(MLP_REGISTRY))}"),
-    Knob("MLP_KIND_LAYERS", str, "all", "layers that get MLP_KIND: 'all' or indices/ranges like '0,2,5-8'; the others keep relu2"),
-    Knob("HWNODE_STATE_DIM", int, 864, "hwnode: latent state size n (2dn + n^2 + 1 parameters)", cpu=216),
-    Knob("HWNODE_ORDER", int, 2, "hwnode: Taylor order K of the flow E = exp(dt A / sigma(A))"),
-    Knob("HWNODE_VIRTUAL_LAYERS", int, 0, "hwnode: 0 = V1 block W_out psi(E phi(W_in x)); L >= 1 = V2, one weight set applied L times"),
-    Knob("HWNODE_TERM_GATES", bool, False, "hwnode: learnable gates on the Taylor terms k >= 1"),
-    Knob("HWNODE_STATE_BIAS", bool, False, "hwnode: learnable bias added to the flowed state E z"),
-    Knob("WAVE_MODE", str, "modulation", "wave: interference (Z + Z') or modulation (Z * Z') of the causal prefix-norm waves"),
-    Knob("S5_STATE_DIM", int, 256, "s5, hyena_s5: state size P (P/2 stored complex states with S5_CONJ_SYM=1)"),
-    Knob("S5_BLOCKS", int, 16, "s5, hyena_s5: HiPPO-N blocks on the diagonal (block size S5_STATE_DIM/S5_BLOCKS)"),
-    Knob("S5_CONJ_SYM", bool, True, "s5, hyena_s5: store one state per conjugate pair and output 2 Re"),
-    Knob("S5_DT_MIN", float, 1e-3, "s5, hyena_s5: smallest initial step (log-uniform init of one step per state)"),
-    Knob("S5_DT_MAX", float, 1e-1, "s5, hyena_s5: largest initial step"),
-    Knob("S5_CLIP_EIGS", bool, True, "s5, hyena_s5: clip Re(Lambda) <= -1e-4 in the forward (stable at any length)"),
-    Knob("S5_SCAN", str, "auto", "s5, hyena_s5: auto (triton on CUDA when installed, else fft) | fft | triton"),
-    Knob("TIE_EMBEDDINGS", bool, True, "share the input embedding with the output head"),
-    Knob("ROPE_BASE", float, 10000.0, "RoPE base frequency"),
-    Knob("LOGIT_SOFTCAP", float, 30.0, "logits = cap * tanh(logits / cap); must be > 0"),
-    Knob("QK_GAIN_INIT", float, 1.5, "initial per-head gain on normalized queries"),
+    Knob("VOCAB_SIZE", int, 1024, help="model vocabulary; must equal the tokenizer's"),
+    Knob("NUM_LAYERS", int, 9, help="transformer blocks", cpu=4),
+    Knob("MODEL_DIM", int, 512, help="residual width", cpu=128),
+    Knob("NUM_HEADS", int, 8, help="attention heads", cpu=4),
+    Knob("NUM_KV_HEADS", int, 4, help="key/value heads (GQA)", cpu=2),
+    Knob("MLP_MULT", float, 2.0, help="MLP hidden width as a multiple of MODEL_DIM (floats allowed)"),
+    Knob("MLP_KIND", str, "relu2", help=f"sublayer in the MLP slot: {', '.join(sorted(MLP_REGISTRY))}"),
+    Knob("MLP_KIND_LAYERS", str, "all", help="layers that get MLP_KIND: 'all' or indices/ranges like '0,2,5-8'; the others keep relu2"),
+    Knob("HWNODE_STATE_DIM", int, 864, help="hwnode: latent state size n (2dn + n^2 + 1 parameters)", cpu=216),
+    Knob("HWNODE_ORDER", int, 2, help="hwnode: Taylor order K of the flow E = exp(dt A / sigma(A))"),
+    Knob("HWNODE_VIRTUAL_LAYERS", int, 0, help="hwnode: 0 = V1 block W_out psi(E phi(W_in x)); L >= 1 = V2, one weight set applied L times"),
+    Knob("HWNODE_TERM_GATES", bool, False, help="hwnode: learnable gates on the Taylor terms k >= 1"),
+    Knob("HWNODE_STATE_BIAS", bool, False, help="hwnode: learnable bias added to the flowed state E z"),
+    Knob("WAVE_MODE", str, "modulation", help="wave: interference (Z + Z') or modulation (Z * Z') of the causal prefix-norm waves"),
+    Knob("S5_STATE_DIM", int, 256, help="s5, hyena_s5: state size P (P/2 stored complex states with S5_CONJ_SYM=1)"),
+    Knob("S5_BLOCKS", int, 16, help="s5, hyena_s5: HiPPO-N blocks on the diagonal (block size S5_STATE_DIM/S5_BLOCKS)"),
+    Knob("S5_CONJ_SYM", bool, True, help="s5, hyena_s5: store one state per conjugate pair and output 2 Re"),
+    Knob("S5_DT_MIN", float, 1e-3, help="s5, hyena_s5: smallest initial step (log-uniform init of one step per state)"),
+    Knob("S5_DT_MAX", float, 1e-1, help="s5, hyena_s5: largest initial step"),
+    Knob("S5_CLIP_EIGS", bool, True, help="s5, hyena_s5: clip Re(Lambda) <= -1e-4 in the forward (stable at any length)"),
+    Knob("S5_SCAN", str, "auto", help="s5, hyena_s5: auto (triton on CUDA when installed, else fft) | fft | triton"),
+    Knob("TIE_EMBEDDINGS", bool, True, help="share the input embedding with the output head"),
+    Knob("ROPE_BASE", float, 10000.0, help="RoPE base frequency"),
+    Knob("LOGIT_SOFTCAP", float, 30.0, help="logits = cap * tanh(logits / cap); must be > 0"),
+    Knob("QK_GAIN_INIT", float, 1.5, help="initial per-head gain on normalized queries"),
     # Optimizers
-    Knob("EMBED_LR", float, 0.6, "Adam LR of an untied input embedding"),
-    Knob("HEAD_LR", float, 0.008, "Adam LR of an untied output head"),
-    Knob("TIED_EMBED_LR", float, 0.05, "Adam LR of the tied embedding"),
-    Knob("TIED_EMBED_INIT_STD", float, 0.005, "init std of the tied embedding"),
-    Knob("MATRIX_LR", float, 0.04, "Muon LR of block matrices"),
-    Knob("SCALAR_LR", float, 0.04, "Adam LR of vectors, scalars and control gains"),
-    Knob("MUON_MOMENTUM", float, 0.95, "Muon momentum after warmup"),
-    Knob("MUON_BACKEND_STEPS", int, 5, "Newton-Schulz iterations per Muon update"),
-    Knob("MUON_MOMENTUM_WARMUP_START", float, 0.85, "Muon momentum at step 0"),
-    Knob("MUON_MOMENTUM_WARMUP_STEPS", int, 500, "steps to warm Muon momentum up linearly", cpu=50),
-    Knob("BETA1", float, 0.9, "Adam beta1"),
-    Knob("BETA2", float, 0.95, "Adam beta2"),
-    Knob("ADAM_EPS", float, 1e-8, "Adam epsilon"),
-    Knob("GRAD_CLIP_NORM", float, 0.0, "clip the global grad norm (0: off; top records: 0.3)"),
-    Knob("EMBED_OPTIMIZER", str, "adam", "optimizer of the vocabulary matrix (tied embedding, else the output head): adam | coupled_adam (second moment shared over the vocabulary, arXiv 2502.08441)"),
-    Knob("COUPLED_ADAM_SCALE", float, 1.0, "coupled_adam: multiplies the vocabulary-averaged second moment (the paper's scaled variant 2^-n); the step scales by 1/sqrt"),
-    Knob("MUON_WD", float, 0.0, "decoupled Muon weight decay: matrices *= 1 - lr*wd each step (records: 0.04 to 0.095)"),
-    Knob("ADAM_WD", float, 0.0, "decoupled (AdamW) weight decay of the token embedding and the scalar group (records: 0.04)"),
-    Knob("EMA_DECAY", float, 0.0, "0: off; else export and score a bias-corrected EMA of the weights, updated every step (records: 0.997)"),
+    Knob("EMBED_LR", float, 0.6, help="Adam LR of an untied input embedding"),
+    Knob("HEAD_LR", float, 0.008, help="Adam LR of an untied output head"),
+    Knob("TIED_EMBED_LR", float, 0.05, help="Adam LR of the tied embedding"),
+    Knob("TIED_EMBED_INIT_STD", float, 0.005, help="init std of the tied embedding"),
+    Knob("MATRIX_LR", float, 0.04, help="Muon LR of block matrices"),
+    Knob("SCALAR_LR", float, 0.04, help="Adam LR of vectors, scalars and control gains"),
+    Knob("MUON_MOMENTUM", float, 0.95, help="Muon momentum after warmup"),
+    Knob("MUON_BACKEND_STEPS", int, 5, help="Newton-Schulz iterations per Muon update"),
+    Knob("MUON_MOMENTUM_WARMUP_START", float, 0.85, help="Muon momentum at step 0"),
+    Knob("MUON_MOMENTUM_WARMUP_STEPS", int, 500, help="steps to warm Muon momentum up linearly", cpu=50),
+    Knob("BETA1", float, 0.9, help="Adam beta1"),
+    Knob("BETA2", float, 0.95, help="Adam beta2"),
+    Knob("ADAM_EPS", float, 1e-8, help="Adam epsilon"),
+    Knob("GRAD_CLIP_NORM", float, 0.0, help="clip the global grad norm (0: off; top records: 0.3)"),
+    Knob("EMBED_OPTIMIZER", str, "adam", help="optimizer of the vocabulary matrix (tied embedding, else the output head): adam | coupled_adam (second moment shared over the vocabulary, arXiv 2502.08441)"),
+    Knob("COUPLED_ADAM_SCALE", float, 1.0, help="coupled_adam: multiplies the vocabulary-averaged second moment (the paper's scaled variant 2^-n); the step scales by 1/sqrt"),
+    Knob("MUON_WD", float, 0.0, help="decoupled Muon weight decay: matrices *= 1 - lr*wd each step (records: 0.04 to 0.095)"),
+    Knob("ADAM_WD", float, 0.0, help="decoupled (AdamW) weight decay of the token embedding and the scalar group (records: 0.04)"),
+    Knob("EMA_DECAY", float, 0.0, help="0: off; else export and score a bias-corrected EMA of the weights, updated every step (records: 0.997)"),
     # Device
-    Knob("DEVICE", str, "auto", "auto | cuda | cpu"),
-    Knob("COMPILE", bool, True, f"torch.compile the model and Newton-Schulz (CPU: on for runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, where it pays)", cpu=False),
-    Knob("DTYPE", str, "bf16", "autocast compute dtype: bf16 | fp32 (weights stay fp32)", cpu="fp32"),
-    Knob("MATMUL_DTYPE", str, "fp32", f"with DTYPE=fp32, the linear layers' products in training (the final scoring is fp32): fp32 | bf16 (bf16 operands, fp32 result and everything else) | auto (bf16 on a CPU with AMX/AVX512-BF16 in runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, else fp32)", cpu="auto"),
+    Knob("DEVICE", str, "auto", help="auto | cuda | cpu"),
+    Knob("COMPILE", bool, True, help=f"torch.compile the model and Newton-Schulz (CPU: on for runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, where it pays)", cpu=False),
+    Knob("DTYPE", str, "bf16", help="autocast compute dtype: bf16 | fp32 (weights stay fp32)", cpu="fp32"),
+    Knob("MATMUL_DTYPE", str, "fp32", help=f"with DTYPE=fp32, the linear layers' products in training (the final scoring is fp32): fp32 | bf16 (bf16 operands, fp32 result and everything else) | auto (bf16 on a CPU with AMX/AVX512-BF16 in runs capped at >= {CPU_COMPILE_MIN_SECONDS:g} s, else fp32)", cpu="auto"),
     # Export, quantization-aware training, GPTQ (quant/)
-    Knob("EXPORT_SCHEMES", str, "int8+zlib", "artifacts to export and roundtrip-score, <scheme>+<compressor> list: schemes int8 int6 int5 int4 mixed, compressors zlib zstd lzma brotli ans (int8+zlib = the public format)"),
-    Knob("QUANT_MIX", str, DEFAULT_MIX, "bits per tensor-name substring for the `mixed` scheme (first match wins, * = rest, 16 = fp16)"),
-    Knob("QUANT_CLIP_SEARCH", bool, True, "per-row clip search (GPTQ-lite) for the non-public schemes"),
-    Knob("QUANT_FLOAT_MAX_NUMEL", int, 65_536, "non-public schemes keep float tensors with at most this many values as fp16", cpu=4096),
-    Knob("ZSTD_LEVEL", int, 22, "zstd compression level (1..22)"),
-    Knob("QAT_SCHEME", str, "", "fake-quantize linear weights to this scheme's precision late in training (empty: QAT off)"),
-    Knob("QAT_START_LR_SCALE", float, 0.15, "QAT turns on once the LR multiplier drops below this (> 1: from step 0)"),
-    Knob("GPTQ", bool, False, "Hessian-aware GPTQ for the non-public schemes, calibrated on training tokens"),
-    Knob("GPTQ_RESERVE_SECONDS", float, 10.0, "with GPTQ and a wall-clock cap: seconds of the cap kept for calibration (training stops earlier)"),
-    Knob("GPTQ_CALIB_TOKENS", int, 262_144, "training tokens used for GPTQ calibration (per rank; stops early at the reserve)", cpu=32_768),
+    Knob("EXPORT_SCHEMES", str, "int8+zlib", help="artifacts to export and roundtrip-score, <scheme>+<compressor> list: schemes int8 int6 int5 int4 mixed, compressors zlib zstd lzma brotli ans (int8+zlib = the public format)"),
+    Knob("QUANT_MIX", str, DEFAULT_MIX, help="bits per tensor-name substring for the `mixed` scheme (first match wins, * = rest, 16 = fp16)"),
+    Knob("QUANT_CLIP_SEARCH", bool, True, help="per-row clip search (GPTQ-lite) for the non-public schemes"),
+    Knob("QUANT_FLOAT_MAX_NUMEL", int, 65_536, help="non-public schemes keep float tensors with at most this many values as fp16", cpu=4096),
+    Knob("ZSTD_LEVEL", int, 22, help="zstd compression level (1..22)"),
+    Knob("QAT_SCHEME", str, "", help="fake-quantize linear weights to this scheme's precision late in training (empty: QAT off)"),
+    Knob("QAT_START_LR_SCALE", float, 0.15, help="QAT turns on once the LR multiplier drops below this (> 1: from step 0)"),
+    Knob("GPTQ", bool, False, help="Hessian-aware GPTQ for the non-public schemes, calibrated on training tokens"),
+    Knob("GPTQ_RESERVE_SECONDS", float, 10.0, help="with GPTQ and a wall-clock cap: seconds of the cap kept for calibration (training stops earlier)"),
+    Knob("GPTQ_CALIB_TOKENS", int, 262_144, help="training tokens used for GPTQ calibration (per rank; stops early at the reserve)", cpu=32_768),
 ]
 KNOB_BY_NAME = {k.name: k for k in KNOBS}
 
@@ -263,6 +268,7 @@ KNOB_RANGES = [
       "TIED_EMBED_LR", "MATRIX_LR", "SCALAR_LR", "TIED_EMBED_INIT_STD", "GRAD_CLIP_NORM", "MUON_WD", "ADAM_WD",
       "QAT_START_LR_SCALE", "GPTQ_RESERVE_SECONDS"), lambda v: v >= 0, ">= 0"),
     (("MUON_MOMENTUM", "MUON_MOMENTUM_WARMUP_START", "BETA1", "BETA2", "EMA_DECAY"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("ZSTD_LEVEL",), lambda v: 1 <= v <= 22, "in 1..22"),
     (("SEED",), lambda v: 0 <= v < 2**32, "in [0, 2^32) (numpy's seed range)"),
     (("VOCAB_SIZE",), lambda v: v <= 65_536, "<= 65536 (ids are stored as uint16 in the shards)"),
 ]
@@ -281,11 +287,11 @@ def parse_knob(knob: Knob, raw: str):
         value = knob.type(raw)
     except ValueError:
         kind = "0 or 1" if knob.type is bool else f"a valid {knob.type.__name__}"
-        raise KnobError(f"{knob.name}={raw!r} is not {kind} ({knob.help})") from None
+        raise KnobError(f"{knob.name}={raw!r} is not {kind}{knob.about}") from None
     if knob.type is float and not math.isfinite(value):
-        raise KnobError(f"{knob.name}={raw!r} is not a finite number ({knob.help})")
+        raise KnobError(f"{knob.name}={raw!r} is not a finite number{knob.about}")
     if knob.type is str and not value.strip() and knob.default:
-        raise KnobError(f"{knob.name} is set but empty; unset it for the default {knob.default!r} ({knob.help})")
+        raise KnobError(f"{knob.name} is set but empty; unset it for the default {knob.default!r}{knob.about}")
     return value
 
 
@@ -341,7 +347,7 @@ class Hyperparameters:
             for name in names:
                 value = getattr(self, name.lower())
                 if not ok(value):
-                    raise KnobError(f"{name}={value} must be {rule} ({KNOB_BY_NAME[name].help})")
+                    raise KnobError(f"{name}={value} must be {rule}{KNOB_BY_NAME[name].about}")
         if self.mlp_kind not in MLP_REGISTRY:
             raise KnobError(f"MLP_KIND={self.mlp_kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
         try:
@@ -355,9 +361,10 @@ class Hyperparameters:
             raise KnobError(f"MATMUL_DTYPE={self.matmul_dtype!r} must be fp32, bf16 or auto")
         try:
             self.export_specs, self.mix = parse_export_specs(self.export_schemes), parse_mix(self.quant_mix)
-            set_zstd_level(self.zstd_level)
         except ValueError as e:
             raise KnobError(str(e)) from None
+        if any(spec.compressor == "zstd" for spec in self.export_specs):
+            set_zstd_level(self.zstd_level)
         if self.qat_scheme and self.qat_scheme not in (*UNIFORM_SCHEMES, "mixed"):
             raise KnobError(f"QAT_SCHEME={self.qat_scheme!r} must be empty or one of {[*UNIFORM_SCHEMES, 'mixed']}")
         if self.gptq and 0 < self.max_wallclock_seconds <= self.gptq_reserve_seconds:
@@ -420,8 +427,10 @@ def knob_help() -> str:
     for k in KNOBS:
         default = int(k.default) if k.type is bool else k.default
         cpu = f" [cpu: {int(k.cpu) if k.type is bool else k.cpu}]" if k.cpu is not None else ""
-        lines.append(f"  {k.name:<28} {k.type.__name__:<5} default {default!s}{cpu}\n      {k.help}")
+        lines.append(f"  {k.name:<28} {k.type.__name__:<5} default {default!s}{cpu}" + (f"\n      {k.help}" if k.help else ""))
     lines.append("Set by torchrun: RANK, WORLD_SIZE, LOCAL_RANK.")
+    if not any(k.help for k in KNOBS):
+        lines.append("(A packed record ships without the knobs' descriptions: the harness's train_gpt.py --help has them.)")
     return "\n".join(lines)
 
 
@@ -822,7 +831,8 @@ def main() -> None:
     # -----------------------------
     # EXPORT + ROUNDTRIP VALIDATION
     # -----------------------------
-    set_qat(base_model, False)  # the roundtrip scores the artifact's weights as they are
+    if args.qat_scheme:
+        set_qat(base_model, False)  # the roundtrip scores the artifact's weights as they are
     set_matmul_dtype(base_model, None)  # and in fp32 products, as any rerun or audit of the artifact does
     out_dir = Path(args.output_dir)
     raw_path = out_dir / "final_model.pt"

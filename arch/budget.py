@@ -196,10 +196,11 @@ def _container_scheme(label: str, float_max_numel: int) -> Scheme:
     """The non-public `<scheme>+<compressor>` specs of quant/ (EXPORT_SCHEMES), with their default QUANT_MIX."""
     try:
         from quant.container import serialize
-        from quant.export import quantize_model
-        from quant.schemes import DEFAULT_MIX, parse_export_specs, parse_mix, tensor_plan
+        from quant.quantize import quantize_model
+        from quant.plan import tensor_plan
+        from quant.schemes import DEFAULT_MIX, parse_export_specs, parse_mix
     except ImportError:
-        raise ValueError(f"scheme {label!r} needs quant/'s export schemes (quant.schemes, quant.export), which this "
+        raise ValueError(f"scheme {label!r} needs quant/'s export schemes (quant.schemes, quant.quantize), which this "
                          "checkout does not have; only int8+zlib is available") from None
     (spec,) = parse_export_specs(label)
     mix = parse_mix(DEFAULT_MIX)

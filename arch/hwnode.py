@@ -107,3 +107,25 @@ class HWNodeMixer(nn.Module):
 def hwnode_param_count(dim: int, state_dim: int, order: int, term_gates: bool, state_bias: bool) -> int:
     """2 d n + n^2 + 1 (+K term gates) (+n state bias); virtual layers cost compute, not parameters."""
     return 2 * dim * state_dim + state_dim**2 + 1 + (order if term_gates else 0) + (state_dim if state_bias else 0)
+
+
+# ---------- the MLP-slot interface (arch/mlp.py): build, count and check from the knobs in a MixerConfig ----------
+
+
+def build_mixer(kind: str, dim: int, mlp_mult: float, c) -> nn.Module:
+    return HWNodeMixer(dim, c.hwnode_state_dim, c.hwnode_order, c.hwnode_virtual_layers, c.hwnode_term_gates, c.hwnode_state_bias)
+
+
+def mixer_param_count(kind: str, dim: int, mlp_mult: float, c) -> int:
+    return hwnode_param_count(dim, c.hwnode_state_dim, c.hwnode_order, c.hwnode_term_gates, c.hwnode_state_bias)
+
+
+def config_problems(kind: str, c) -> list[str]:
+    problems = []
+    if c.hwnode_state_dim <= 0:
+        problems.append(f"HWNODE_STATE_DIM={c.hwnode_state_dim} must be positive")
+    if c.hwnode_order < 1:
+        problems.append(f"HWNODE_ORDER={c.hwnode_order} must be >= 1")
+    if c.hwnode_virtual_layers < 0:
+        problems.append(f"HWNODE_VIRTUAL_LAYERS={c.hwnode_virtual_layers} must be >= 0 (0: the V1 block)")
+    return problems

@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quant.qat import qat_weight
-
 
 class RMSNorm(nn.Module):
     def __init__(self, eps: float | None = None):
@@ -59,7 +57,11 @@ class CastedLinear(nn.Linear):
     matmul_dtype: torch.dtype | None = None  # fixed before torch.compile traces the forward
 
     def forward(self, x: Tensor) -> Tensor:
-        w = qat_weight(self.weight, self.qat_bits, self.qat_gate) if self.qat_bits else self.weight
+        w = self.weight
+        if self.qat_bits:  # only with QAT_SCHEME, whose attach_qat imported quant.qat (a record ships it only then)
+            from quant.qat import qat_weight
+
+            w = qat_weight(w, self.qat_bits, self.qat_gate)
         return casted_linear(x, w, self.bias, self.matmul_dtype)
 
 
@@ -79,6 +81,13 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
+
+
+def hidden_width(dim: int, mult: float) -> int:
+    hidden = int(round(mult * dim))
+    if hidden <= 0:
+        raise ValueError(f"MLP_MULT={mult} gives a hidden width of {hidden} at MODEL_DIM={dim}; raise MLP_MULT")
+    return hidden
 
 
 def zero_init(linear: nn.Linear) -> nn.Linear:

@@ -4,11 +4,12 @@ A mixer can steer the optimizer and the exporter through attributes on its param
 `param._optim_group = "adam"` keeps a matrix away from Muon, and `param._keep_float = True`
 keeps a tensor unquantized in the artifact.
 
-Kinds: relu2 (baseline), swiglu / glu (three matrices, hidden = MLP_MULT * d), hwnode (arch/hwnode.py),
-wave (arch/wave.py), s5 and hyena_s5 (arch/s5.py). `MixerConfig` carries their knobs; `mixer_param_count`
-is the closed-form parameter count of one sublayer (MIXERS.md 5.1), checked against the built module.
-The non-baseline mixers are imported only when a kind names them (`MIXER_MODULES`), so a packed record ships
-only the mixer its run uses.
+Kinds: relu2 (baseline), swiglu / glu (arch/gated.py: three matrices, hidden = MLP_MULT * d), hwnode
+(arch/hwnode.py), wave (arch/wave.py), s5 and hyena_s5 (arch/s5.py). `MixerConfig` carries their knobs;
+`mixer_param_count` is the closed-form parameter count of one sublayer (MIXERS.md 5.1), checked against the built
+module. The non-baseline mixers are imported only when a kind names them (`MIXER_MODULES`), so a packed record
+ships only the mixer its run uses; each such module builds, counts and checks its kinds itself (`build_mixer`,
+`mixer_param_count`, `config_problems`).
 """
 from __future__ import annotations
 
@@ -17,25 +18,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arch.layers import CastedLinear, zero_init
+from arch.layers import CastedLinear, hidden_width, zero_init
 
-# kind -> the module that defines it (relu2 / swiglu / glu live here); imported when the kind is used.
-MIXER_MODULES = {"hwnode": "arch.hwnode", "wave": "arch.wave", "s5": "arch.s5", "hyena_s5": "arch.s5"}
+# kind -> the module that defines it (relu2 lives here); imported when the kind is used.
+MIXER_MODULES = {"swiglu": "arch.gated", "glu": "arch.gated", "hwnode": "arch.hwnode", "wave": "arch.wave", "s5": "arch.s5",
+                 "hyena_s5": "arch.s5"}
 
 
 def mixer_modules(*kinds: str) -> list[str]:
     """The modules the mixer kinds need beyond this one (what a record of a run with them ships)."""
     return sorted({MIXER_MODULES[k] for k in kinds if k in MIXER_MODULES})
-
-
-def hidden_width(dim: int, mult: float) -> int:
-    hidden = int(round(mult * dim))
-    if hidden <= 0:
-        raise ValueError(f"MLP_MULT={mult} gives a hidden width of {hidden} at MODEL_DIM={dim}; raise MLP_MULT")
-    return hidden
 
 
 class ReluSquaredMLP(nn.Module):
@@ -49,22 +43,6 @@ class ReluSquaredMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(torch.relu(self.fc(x)).square())
-
-
-class GatedMLP(nn.Module):
-    """(act(x W_g) * x W_u) W_d with act = silu (SwiGLU) or sigmoid (GLU); e = MLP_MULT = hidden / d.
-    Costs 3 d h, so e = 8/3 matches a 4x relu2 MLP. W_d starts at zero: its input is non-zero at init."""
-
-    def __init__(self, dim: int, mlp_mult: float, activation: Callable[[Tensor], Tensor]):
-        super().__init__()
-        hidden = hidden_width(dim, mlp_mult)
-        self.gate = CastedLinear(dim, hidden, bias=False)
-        self.up = CastedLinear(dim, hidden, bias=False)
-        self.proj = zero_init(CastedLinear(hidden, dim, bias=False))
-        self.activation = activation
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.activation(self.gate(x)) * self.up(x))
 
 
 @dataclass(frozen=True)
@@ -90,52 +68,16 @@ class MixerConfig:
         """From any object with the lowercase knob attributes (train_gpt.Hyperparameters)."""
         return cls(**{f: getattr(args, f) for f in cls.__dataclass_fields__})
 
-    def s5_kwargs(self) -> dict:
-        return dict(P=self.s5_state_dim, blocks=self.s5_blocks, conj_sym=self.s5_conj_sym, dt_min=self.s5_dt_min,
-                    dt_max=self.s5_dt_max, clip_eigs=self.s5_clip_eigs, scan=self.s5_scan)
-
     def validate(self, kind: str) -> None:
         """Raise ValueError naming the knob when a knob of `kind` is out of range."""
-        problems = []
-        if kind == "wave":
-            from arch.wave import WAVE_MODES
-        if kind in ("s5", "hyena_s5"):
-            from arch.kernels import HAVE_TRITON
-            from arch.s5 import S5_SCANS
-        if kind == "hwnode":
-            if self.hwnode_state_dim <= 0:
-                problems.append(f"HWNODE_STATE_DIM={self.hwnode_state_dim} must be positive")
-            if self.hwnode_order < 1:
-                problems.append(f"HWNODE_ORDER={self.hwnode_order} must be >= 1")
-            if self.hwnode_virtual_layers < 0:
-                problems.append(f"HWNODE_VIRTUAL_LAYERS={self.hwnode_virtual_layers} must be >= 0 (0: the V1 block)")
-        if kind == "wave" and self.wave_mode not in WAVE_MODES:
-            problems.append(f"WAVE_MODE={self.wave_mode!r} must be one of {', '.join(WAVE_MODES)}")
-        if kind in ("s5", "hyena_s5"):
-            P, J = self.s5_state_dim, self.s5_blocks
-            if P <= 0 or J <= 0 or P % J:
-                problems.append(f"S5_STATE_DIM={P} must be a positive multiple of S5_BLOCKS={J}")
-            elif self.s5_conj_sym and (P // J) % 2:
-                problems.append(f"S5_CONJ_SYM=1 needs an even block size S5_STATE_DIM/S5_BLOCKS, got {P // J}")
-            if not 0 < self.s5_dt_min < self.s5_dt_max:
-                problems.append(f"need 0 < S5_DT_MIN < S5_DT_MAX, got {self.s5_dt_min}, {self.s5_dt_max}")
-            if self.s5_scan not in S5_SCANS:
-                problems.append(f"S5_SCAN={self.s5_scan!r} must be one of {', '.join(S5_SCANS)}")
-            elif self.s5_scan == "triton" and not HAVE_TRITON:
-                problems.append("S5_SCAN=triton but triton is not installed (pip install triton, or S5_SCAN=fft)")
+        problems = _mixer(kind, "config_problems")(kind, self) if kind in MIXER_MODULES else []
         if problems:
             raise ValueError("; ".join(problems))
 
 
 MLP_REGISTRY: dict[str, Callable[[int, float, MixerConfig], nn.Module]] = {
     "relu2": lambda d, m, c: ReluSquaredMLP(d, m),
-    "swiglu": lambda d, m, c: GatedMLP(d, m, F.silu),
-    "glu": lambda d, m, c: GatedMLP(d, m, torch.sigmoid),
-    "hwnode": lambda d, m, c: _mixer("hwnode", "HWNodeMixer")(d, c.hwnode_state_dim, c.hwnode_order, c.hwnode_virtual_layers,
-                                                            c.hwnode_term_gates, c.hwnode_state_bias),
-    "wave": lambda d, m, c: _mixer("wave", "CausalWaveMixer")(d, c.wave_mode),
-    "s5": lambda d, m, c: _mixer("s5", "S5Mixer")(d, **c.s5_kwargs()),
-    "hyena_s5": lambda d, m, c: _mixer("hyena_s5", "HyenaS5Mixer")(d, **c.s5_kwargs()),
+    **{kind: (lambda d, m, c, kind=kind: _mixer(kind, "build_mixer")(kind, d, m, c)) for kind in MIXER_MODULES},
 }
 
 
@@ -152,19 +94,10 @@ def build_mlp(kind: str, dim: int, mlp_mult: float, config: MixerConfig | None =
 
 def mixer_param_count(kind: str, dim: int, mlp_mult: float, config: MixerConfig | None = None) -> int:
     """Closed-form parameter count of one MLP-slot sublayer (MIXERS.md 5.1)."""
-    c = config or MixerConfig()
     if kind == "relu2":
         return 2 * dim * hidden_width(dim, mlp_mult)
-    if kind in ("swiglu", "glu"):
-        return 3 * dim * hidden_width(dim, mlp_mult)
-    if kind == "hwnode":
-        return _mixer(kind, "hwnode_param_count")(dim, c.hwnode_state_dim, c.hwnode_order, c.hwnode_term_gates, c.hwnode_state_bias)
-    if kind == "wave":
-        return _mixer(kind, "wave_param_count")(dim)
-    if kind == "s5":
-        return _mixer(kind, "s5_param_count")(dim, c.s5_state_dim, c.s5_conj_sym)
-    if kind == "hyena_s5":
-        return _mixer(kind, "hyena_s5_param_count")(dim, c.s5_state_dim, c.s5_conj_sym)
+    if kind in MIXER_MODULES:
+        return _mixer(kind, "mixer_param_count")(kind, dim, mlp_mult, config or MixerConfig())
     raise ValueError(f"MLP_KIND={kind!r} is not a known mixer; choose one of {sorted(MLP_REGISTRY)}")
 
 

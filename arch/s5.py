@@ -213,3 +213,35 @@ def s5_param_count(dim: int, P: int, conj_sym: bool) -> int:
 def hyena_s5_param_count(dim: int, P: int, conj_sym: bool) -> int:
     """W_in 3d^2 + 3d, depthwise conv 3d*3 + 3d, S5, W_out d^2 + d."""
     return 3 * dim * dim + 3 * dim + 12 * dim + s5_ssm_param_count(dim, P, conj_sym) + dim * dim + dim
+
+
+# ---------- the MLP-slot interface (arch/mlp.py): build, count and check from the knobs in a MixerConfig ----------
+
+
+def _ssm_kwargs(c) -> dict:
+    return dict(P=c.s5_state_dim, blocks=c.s5_blocks, conj_sym=c.s5_conj_sym, dt_min=c.s5_dt_min, dt_max=c.s5_dt_max,
+                clip_eigs=c.s5_clip_eigs, scan=c.s5_scan)
+
+
+def build_mixer(kind: str, dim: int, mlp_mult: float, c) -> nn.Module:
+    return (S5Mixer if kind == "s5" else HyenaS5Mixer)(dim, **_ssm_kwargs(c))
+
+
+def mixer_param_count(kind: str, dim: int, mlp_mult: float, c) -> int:
+    return (s5_param_count if kind == "s5" else hyena_s5_param_count)(dim, c.s5_state_dim, c.s5_conj_sym)
+
+
+def config_problems(kind: str, c) -> list[str]:
+    problems = []
+    P, J = c.s5_state_dim, c.s5_blocks
+    if P <= 0 or J <= 0 or P % J:
+        problems.append(f"S5_STATE_DIM={P} must be a positive multiple of S5_BLOCKS={J}")
+    elif c.s5_conj_sym and (P // J) % 2:
+        problems.append(f"S5_CONJ_SYM=1 needs an even block size S5_STATE_DIM/S5_BLOCKS, got {P // J}")
+    if not 0 < c.s5_dt_min < c.s5_dt_max:
+        problems.append(f"need 0 < S5_DT_MIN < S5_DT_MAX, got {c.s5_dt_min}, {c.s5_dt_max}")
+    if c.s5_scan not in S5_SCANS:
+        problems.append(f"S5_SCAN={c.s5_scan!r} must be one of {', '.join(S5_SCANS)}")
+    elif c.s5_scan == "triton" and not HAVE_TRITON:
+        problems.append("S5_SCAN=triton but triton is not installed (pip install triton, or S5_SCAN=fft)")
+    return problems

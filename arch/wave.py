@@ -62,3 +62,18 @@ class CausalWaveMixer(nn.Module):
 def wave_param_count(dim: int) -> int:
     """W_1, W_2 (d x d + bias) and W_o (2d -> d + bias): 4 d^2 + 3 d."""
     return 4 * dim * dim + 3 * dim
+
+
+# ---------- the MLP-slot interface (arch/mlp.py): build, count and check from the knobs in a MixerConfig ----------
+
+
+def build_mixer(kind: str, dim: int, mlp_mult: float, c) -> nn.Module:
+    return CausalWaveMixer(dim, c.wave_mode)
+
+
+def mixer_param_count(kind: str, dim: int, mlp_mult: float, c) -> int:
+    return wave_param_count(dim)
+
+
+def config_problems(kind: str, c) -> list[str]:
+    return [] if c.wave_mode in WAVE_MODES else [f"WAVE_MODE={c.wave_mode!r} must be one of {', '.join(WAVE_MODES)}"]

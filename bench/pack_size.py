@@ -46,7 +46,10 @@ def main(argv: list[str]) -> int:
     print(f"{len(sources)} files: {total:,} bytes of source, {small:,} compact")
     print(f"shipped train_gpt.py (records-pack v2): {len(shipped):,} bytes, packed in {seconds:.2f} s")
     print(f"  the same modules in v1 (verbatim, lzma + base85): {len(pack_sources(sources, 'train_gpt.py', version=1)):,} bytes")
-    everything = [entry.resolve()] + sorted(import_closure(ROOT, [entry]) - {entry.resolve()})
+    from arch.mlp import MIXER_MODULES  # imported by name (importlib), so the closure is told about them
+
+    mixers = [ROOT / (m.replace(".", "/") + ".py") for m in sorted(set(MIXER_MODULES.values()))]
+    everything = [entry.resolve()] + sorted(import_closure(ROOT, [entry, *mixers]) - {entry.resolve()})
     print(f"  v1 of all {len(everything)} modules train_gpt.py can reach (records before v2): "
           f"{len(pack_sources(read_sources(everything, ROOT), 'train_gpt.py', version=1)):,} bytes")
     return 0

@@ -23,8 +23,8 @@ from data.loader import DistributedTokenLoader
 from data.shards import load_tokens
 from eval.bpb import build_byte_luts
 from eval.plain import evaluate
-from quant.export import gptq_targets, load_artifact, write_artifact
-from quant.gptq import collect_hessians
+from quant.export import load_artifact, write_artifact
+from quant.gptq import collect_hessians, gptq_targets
 from quant.schemes import parse_export_specs
 
 

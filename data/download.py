@@ -12,7 +12,7 @@ Shard counts come from the manifest.  Locally this writes `OUT/manifest.json`,
 
 Files already present are kept when they check out (shards: valid header and the size the manifest
 implies); every downloaded shard is validated with `read_header` before it is moved into place. A file is
-replaced only if an earlier download put it there (OUT/.written.json, data.writes.Ledger): a manifest or shard
+replaced only if an earlier download put it there (OUT/.written.json, data.ledger.Ledger): a manifest or shard
 of the user's own is refused, never overwritten or deleted. All network access goes through `_hub_download`.
 """
 from __future__ import annotations
@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from data.ledger import Ledger, file_sha256
 from data.shards import HEADER_BYTES, ShardFormatError, read_header
-from data.writes import Ledger, WouldOverwrite, file_sha256
+from data.writes import WouldOverwrite
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"

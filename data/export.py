@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from data.documents import TXT_SPLITS, DocumentSource, check_input, iter_documents
-from data.shards import MAX_SHARD_TOKENS, MAX_VOCAB, write_shard
+from data.shards import HEADER_BYTES, HEADER_INTS, MAX_SHARD_TOKENS, MAX_VOCAB, SHARD_MAGIC, SHARD_VERSION
 from data.tokenizer import BOS_ID, SPACE_PIECE, TokenizerCheckError, check_tokenizer, load_sp as _load_sp  # noqa: F401 (re-exported)
 
 APPEND_EOS = False
@@ -179,6 +179,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Shards
+
+
+def write_shard(path: str | os.PathLike, tokens) -> int:
+    """Write token ids as one shard; returns the number of bytes written.
+
+    Refuses ids that do not fit uint16 and shards over 2^31 tokens instead of wrapping silently.
+    The file is written beside its destination and renamed, so a crash never leaves half a shard.
+    """
+    arr = np.asarray(tokens)
+    if arr.ndim != 1:
+        raise ValueError(f"shard tokens must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"shard tokens must be integer ids, got dtype {arr.dtype}")
+    if arr.size > MAX_SHARD_TOKENS:
+        raise ValueError(f"shard of {arr.size} tokens exceeds the format's limit of {MAX_SHARD_TOKENS}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= MAX_VOCAB):
+        raise ValueError(
+            f"token ids must lie in [0, {MAX_VOCAB}) to fit uint16; got range [{int(arr.min())}, {int(arr.max())}]"
+        )
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(arr.astype("<u2", copy=False).tobytes())
+    os.replace(tmp, path)
+    return HEADER_BYTES + 2 * arr.size
 
 
 class _SplitWriter:

@@ -1,5 +1,6 @@
 """The challenge's token shard format: a 256 x int32 little-endian header
-(magic 20240520, version 1, token count) followed by that many uint16 token ids."""
+(magic 20240520, version 1, token count) followed by that many uint16 token ids. Reading and checking them; the
+one writer of shards is data.export (`write_shard`), a builder a record does not ship."""
 from __future__ import annotations
 
 import glob
@@ -20,34 +21,6 @@ SHARD_NAME = re.compile(r"fineweb_(train|val)_(\d{6})\.bin")  # the canonical na
 
 class ShardFormatError(ValueError):
     """A file that is not a valid shard; the message names the file and what is wrong."""
-
-
-def write_shard(path: str | os.PathLike, tokens) -> int:
-    """Write token ids as one shard; returns the number of bytes written.
-
-    Refuses ids that do not fit uint16 and shards over 2^31 tokens instead of wrapping silently.
-    The file is written beside its destination and renamed, so a crash never leaves half a shard.
-    """
-    arr = np.asarray(tokens)
-    if arr.ndim != 1:
-        raise ValueError(f"shard tokens must be 1-D, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"shard tokens must be integer ids, got dtype {arr.dtype}")
-    if arr.size > MAX_SHARD_TOKENS:
-        raise ValueError(f"shard of {arr.size} tokens exceeds the format's limit of {MAX_SHARD_TOKENS}")
-    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= MAX_VOCAB):
-        raise ValueError(
-            f"token ids must lie in [0, {MAX_VOCAB}) to fit uint16; got range [{int(arr.min())}, {int(arr.max())}]"
-        )
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(arr.astype("<u2", copy=False).tobytes())
-    os.replace(tmp, path)
-    return HEADER_BYTES + 2 * arr.size
 
 
 def read_header(path: str | os.PathLike) -> int:

@@ -675,7 +675,8 @@ def rescore(model, val: torch.Tensor, luts, kind: str, knobs: RunKnobs, autocast
 
 
 def _luts_for(a, knobs: RunKnobs):
-    from eval.bpb import BpbInputError, build_byte_luts, load_tokenizer
+    from eval.bpb import build_byte_luts
+    from eval.bpb_cli import BpbInputError, load_tokenizer
 
     path = a.tokenizer or (str(_sample_tokenizer(knobs.vocab_size)) if a.val_data == "sample" else knobs.tokenizer_path)
     try:

@@ -2,7 +2,8 @@
 
 `ans` codes each tensor's symbols with rANS (the `constriction` library) under that tensor's own symbol
 histogram, which lands within a fraction of a percent of the empirical entropy; everything else in the
-artifact (manifest, histograms, scales, float tensors) goes through lzma.
+artifact (manifest, histograms, scales, float tensors) goes through lzma. Only the PGQ container
+(quant/container.py) compresses through here: the public int8+zlib format calls zlib itself (quant/int8.py).
 """
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import zlib
 
 import numpy as np
 
-ZSTD_LEVEL = 22  # overridden by the ZSTD_LEVEL knob through set_zstd_level
+ZSTD_LEVEL = 22  # overridden by the ZSTD_LEVEL knob through set_zstd_level (train_gpt, when a spec uses zstd)
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
-_INSTALL_HINT = {"zstd": "pip install zstandard", "brotli": "pip install brotli", "ans": "pip install constriction"}
 
 
 def set_zstd_level(level: int) -> None:
@@ -21,17 +21,6 @@ def set_zstd_level(level: int) -> None:
     if not 1 <= level <= 22:
         raise ValueError(f"ZSTD_LEVEL={level} must be in 1..22")
     ZSTD_LEVEL = level
-
-
-def check_available(name: str) -> None:
-    """Fail early (at knob parsing) when a compressor's library is missing."""
-    module = {"zstd": "zstandard", "brotli": "brotli", "ans": "constriction"}.get(name)
-    if module is None:
-        return
-    try:
-        __import__(module)
-    except ImportError:
-        raise ValueError(f"compressor {name!r} needs the {module!r} package: {_INSTALL_HINT[name]}") from None
 
 
 def compress(name: str, data: bytes) -> bytes:

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from quant import compress as codecs
-from quant.schemes import COMPRESSORS, dtype_from_name
+from quant.plan import dtype_from_name
+from quant.schemes import COMPRESSORS
 from quant.qmodel import MAGIC, QuantizedModel  # noqa: F401 (re-exported: the container's magic and content)
 from quant.quantize import qmax_for
 

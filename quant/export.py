@@ -2,8 +2,8 @@
 
 `int8+zlib` is written in the public baseline format (quant.int8); every other `<scheme>+<compressor>`
 goes into the checked PGQ container (quant.container). `load_artifact` reads either, by its first bytes.
-The container and the other schemes' quantizers are imported only when a run uses them (a packed record ships
-only what its run imports).
+The container and the other schemes' quantizers (quant.quantize.quantize_model) are imported only when a run
+uses them (a packed record ships only what its run imports).
 """
 from __future__ import annotations
 
@@ -18,49 +18,7 @@ from quant.entropy import EntropyReport, entropy_report
 from quant.int8 import pack_int8_zlib, quantize_state_dict, unpack_int8_zlib
 from quant.qmodel import MAGIC, QuantizedModel
 from quant.size import BYTE_BUDGET
-from quant.schemes import SMALL_TENSOR_MAX_NUMEL, ExportSpec, dtype_from_name, tensor_plan
-
-
-def quantize_model(state_dict: dict[str, Tensor], scheme: str, mix, keep_float: tuple[str, ...],
-                   clip_search: bool = True, hessians: dict[str, Tensor] | None = None,
-                   small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> QuantizedModel:
-    """Quantize every tensor as `tensor_plan` says; matrices with a Hessian go through GPTQ."""
-    from quant.quantize import quantize_matrix, search_row_scales
-
-    model = QuantizedModel(scheme=scheme)
-    for name, tensor in state_dict.items():
-        t = tensor.detach().cpu().contiguous()
-        kind, bits = tensor_plan(name, t, scheme, mix, keep_float, small_numel)
-        model.entries[name] = {"kind": kind, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "bits": bits}
-        if kind in ("row", "tensor"):
-            if kind == "row" and hessians and name in hessians:
-                from quant.gptq import gptq_quantize  # GPTQ runs only with GPTQ=1: a record ships it only then
-
-                scale = search_row_scales(t, bits, clip_search)
-                model.symbols[name] = gptq_quantize(t, hessians[name], scale, bits)
-                model.scales[name] = scale.to(torch.float16)
-            else:
-                model.symbols[name], model.scales[name] = quantize_matrix(t, bits, clip_search)
-        elif kind == "f16":
-            model.floats[name] = t.to(torch.float16)
-        elif kind == "f32":
-            model.floats[name] = t.float()
-        else:
-            model.floats[name] = t
-    return model
-
-
-def dequantize_model(model: QuantizedModel) -> dict[str, Tensor]:
-    from quant.quantize import dequantize
-
-    out = {}
-    for name, entry in model.entries.items():
-        dtype = dtype_from_name(entry["dtype"])
-        if name in model.symbols:
-            out[name] = dequantize(model.symbols[name], model.scales[name], dtype)
-        else:
-            out[name] = model.floats[name].to(dtype).contiguous()
-    return out
+from quant.schemes import SMALL_TENSOR_MAX_NUMEL, ExportSpec
 
 
 @dataclass
@@ -116,6 +74,7 @@ def write_artifact(state_dict: dict[str, Tensor], spec: ExportSpec, out_dir: Pat
         report = entropy_report(public_int8_as_model(state_dict, keep_float))
     else:
         from quant.container import serialize
+        from quant.quantize import quantize_model
 
         qmodel = quantize_model(state_dict, spec.scheme, mix, keep_float, clip_search, hessians, small_numel)
         blob = serialize(qmodel, spec.compressor)
@@ -129,6 +88,7 @@ def artifact_state_dict(blob: bytes) -> dict[str, Tensor]:
     """State dict (original dtypes) from the bytes of a PGQ container or a public int8+zlib file."""
     if blob[:4] == MAGIC:
         from quant.container import deserialize
+        from quant.quantize import dequantize_model
 
         return dequantize_model(deserialize(blob))
     return unpack_int8_zlib(blob)
@@ -137,14 +97,6 @@ def artifact_state_dict(blob: bytes) -> dict[str, Tensor]:
 def load_artifact(path: Path | str) -> dict[str, Tensor]:
     """State dict (original dtypes) from a PGQ container or a public int8+zlib file."""
     return artifact_state_dict(Path(path).read_bytes())
-
-
-
-def gptq_targets(state_dict: dict[str, Tensor], specs: list[ExportSpec], mix, keep_float: tuple[str, ...],
-                 small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> set[str]:
-    """Names of the matrices some non-public spec quantizes per row: the ones GPTQ needs a Hessian for."""
-    return {name for name, t in state_dict.items() for spec in specs if not spec.is_public
-            and tensor_plan(name, t, spec.scheme, mix, keep_float, small_numel)[0] == "row"}
 
 
 def artifact_log_lines(art: Artifact, code_nbytes: int, seconds: float) -> list[tuple[str, bool]]:

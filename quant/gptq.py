@@ -15,6 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from quant.quantize import qmax_for
+from quant.plan import tensor_plan
+from quant.schemes import SMALL_TENSOR_MAX_NUMEL, ExportSpec
+
+
+def gptq_targets(state_dict: dict[str, Tensor], specs: list[ExportSpec], mix, keep_float: tuple[str, ...],
+                 small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> set[str]:
+    """Names of the matrices some non-public spec quantizes per row: the ones GPTQ needs a Hessian for."""
+    return {name for name, t in state_dict.items() for spec in specs if not spec.is_public
+            and tensor_plan(name, t, spec.scheme, mix, keep_float, small_numel)[0] == "row"}
 
 
 @torch.no_grad()

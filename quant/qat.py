@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from quant.schemes import tensor_plan
+from quant.plan import tensor_plan
 
 
 def fake_quant(w: Tensor, bits: int) -> Tensor:

@@ -1,16 +1,13 @@
-"""Export schemes: which precision each tensor gets, and the `<scheme>+<compressor>` specs of EXPORT_SCHEMES.
+"""Export schemes: the `<scheme>+<compressor>` specs of EXPORT_SCHEMES and the QUANT_MIX rules, parsed and checked.
 
 A scheme is `int8`, `int6`, `int5`, `int4` (every quantizable tensor at that width) or `mixed` (bits chosen
 by tensor-name substring rules, QUANT_MIX, e.g. `tok_emb=8,attn=6,mlp=5,*=6`; 16 means fp16 passthrough).
-Which tensors stay float is decided by the caller's `keep_float` names (declared by the modules that own
-them, plus the control-tensor patterns), never by a list kept here.
+Which precision each tensor gets under a scheme is quant/plan.py's `tensor_plan`, imported only by the parts that
+use a non-public scheme (the container export, QAT, GPTQ).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
 
 SMALL_TENSOR_MAX_NUMEL = 65_536  # the public baseline: float tensors this small ship as fp16, unquantized
 UNIFORM_SCHEMES = {"int8": 8, "int6": 6, "int5": 5, "int4": 4}
@@ -73,43 +70,18 @@ def parse_export_specs(text: str) -> list[ExportSpec]:
         specs.append(spec)
     if not specs:
         raise ValueError("EXPORT_SCHEMES is empty; the default is int8+zlib")
-    from quant.compress import check_available
-
     for spec in specs:
         check_available(spec.compressor)
     return specs
 
 
-def scheme_bits(scheme: str, name: str, mix: list[tuple[str, int]]) -> int:
-    """Bit width a quantizable tensor gets under `scheme` (16: keep as fp16)."""
-    if scheme in UNIFORM_SCHEMES:
-        return UNIFORM_SCHEMES[scheme]
-    if scheme != "mixed":
-        raise ValueError(f"unknown scheme {scheme!r}")
-    for pattern, bits in mix:
-        if pattern == "*" or pattern in name:
-            return bits
-    return 16
-
-
-def tensor_plan(name: str, t: Tensor, scheme: str, mix: list[tuple[str, int]], keep_float: tuple[str, ...],
-                small_numel: int = SMALL_TENSOR_MAX_NUMEL) -> tuple[str, int]:
-    """(kind, bits) for one state-dict entry. kind: `raw` (non-float, stored as is), `f32` (must stay float),
-    `f16` (at most `small_numel` values, or fp16 by rule), `row` (per-row quantized 2-D matrix), `tensor` (one scale for the tensor)."""
-    if not t.is_floating_point():
-        return "raw", 0
-    if any(p in name for p in keep_float):
-        return "f32", 32
-    if t.numel() <= small_numel:
-        return "f16", 16
-    bits = scheme_bits(scheme, name, mix)
-    if bits >= 16:
-        return "f16", 16
-    return ("row" if t.ndim == 2 else "tensor"), bits
-
-
-def dtype_from_name(name: str) -> torch.dtype:
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"artifact names an unknown dtype {name!r}")
-    return dtype
+def check_available(name: str) -> None:
+    """Fail early (at knob parsing) when a compressor's library is missing."""
+    module, hint = {"zstd": ("zstandard", "pip install zstandard"), "brotli": ("brotli", "pip install brotli"),
+                    "ans": ("constriction", "pip install constriction")}.get(name, (None, ""))
+    if module is None:
+        return
+    try:
+        __import__(module)
+    except ImportError:
+        raise ValueError(f"compressor {name!r} needs the {module!r} package: {hint}") from None

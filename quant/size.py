@@ -76,16 +76,3 @@ def code_size(root: Path, entry: Path, modules: Sequence[str] = ()) -> CodeSize:
     """Code bytes a record of this run would ship: `entry` (train_gpt.py) packed with the optional `modules` its
     knobs need (train_gpt.optional_modules(args); () for a default run) and their module-level imports."""
     return _code_counter(Path(root), Path(entry), tuple(modules))
-
-
-def budget_status(total_bytes: int) -> str:
-    if total_bytes <= BYTE_BUDGET:
-        return f"under budget by {BYTE_BUDGET - total_bytes} bytes"
-    return f"WARNING: OVER the {BYTE_BUDGET}-byte budget by {total_bytes - BYTE_BUDGET} bytes; this cannot be a submission"
-
-
-def check_budget(total_bytes: int, label: str) -> None:
-    """For tools that must refuse an over-budget artifact (the record tool): raise instead of warn."""
-    if total_bytes > BYTE_BUDGET:
-        raise ValueError(f"{label}: total {total_bytes} bytes is over the {BYTE_BUDGET}-byte budget by "
-                         f"{total_bytes - BYTE_BUDGET}; shrink the model or use a smaller export scheme")

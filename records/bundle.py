@@ -17,7 +17,7 @@ docstrings or signature annotations; same syntax tree otherwise), the bundle com
 container, preset 9e) and stored as a latin-1 string literal, one source byte per payload byte (base85 costs 25%):
 
     #coding:latin-1
-    _b=<the payload in triple quotes; only NUL, CR, backslash and the quote character escaped>
+    _b=<the payload in triple quotes; only NUL, CR, backslash and a quote before a quote escaped>
     import lzma;exec(lzma.decompress(_b.encode("latin-1")))
 
 The size of that file is the code size that counts against the 16,000,000-byte cap. `unpack` recovers the embedded
@@ -49,7 +49,7 @@ _LZMA = dict(format=lzma.FORMAT_ALONE, filters=[{"id": lzma.FILTER_LZMA1, "prese
                                                  "pb": 0}])  # pb=0: text has no 2^pb byte alignment
 _SAFE_KEY = re.compile(r"^[A-Za-z_][\w\-]*(?:/[A-Za-z_][\w\-]*)*\.py$")
 
-# The runner that ends every v2 bundle (compacted when packed, so its comments cost nothing).
+# The runner that ends every v2 bundle, readable; what is embedded is _RUNNER below.
 _BOOTSTRAP = '''
 import importlib.abc as _abc, importlib.util as _util, linecache as _lc, sys as _sys
 
@@ -107,6 +107,61 @@ def _report(kind, value, tb):
         traceback.print_exception(kind, value, tb)
 
 
+_packed = _PackedModules(_S)
+_sys.meta_path.insert(0, _packed)
+if _sys.excepthook is _sys.__excepthook__:
+    _sys.excepthook = _report
+exec(_packed.compile(__ENTRY__), globals())
+'''
+
+# _BOOTSTRAP compacted, frozen: part of every v2 file's bytes, so it must not follow later changes to records/compact.py
+# (or to ast.unparse across Python versions), or no earlier file would reproduce (tests check it embeds _BOOTSTRAP).
+_RUNNER = '''import importlib.abc as _abc, importlib.util as _util, linecache as _lc, sys as _sys
+
+class _NotPacked(ImportError):
+    pass
+
+class _PackedModules(_abc.MetaPathFinder, _abc.Loader):
+
+    def __init__(self, sources):
+        self.sources, self.files = (sources, {})
+        for path in sources:
+            parts = path[:-3].split("/")
+            package = parts[-1] == "__init__"
+            self.files[".".join(parts[:-1] if package else parts)] = (path, package)
+        for name in list(self.files):
+            while "." in name:
+                name = name.rpartition(".")[0]
+                self.files.setdefault(name, (None, True))
+        self.roots = {name.partition(".")[0] for name in self.files}
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.files:
+            path, package = self.files[name]
+            return _util.spec_from_loader(name, self, origin=f'<packed>/{path}', is_package=package)
+        if name.partition(".")[0] in self.roots:
+            raise _NotPacked(f"{name} is not packed into this train_gpt.py (a record ships only the modules its run imported): set the knobs its README gives (DATA_PATH and TOKENIZER_PATH for the data), or run the harness repository's train_gpt.py", name=name)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        path = self.files[module.__name__][0]
+        if path:
+            module.__file__ = f'<packed>/{path}'
+            exec(self.compile(path), module.__dict__)
+
+    def compile(self, path):
+        source, filename = (self.sources[path], f'<packed>/{path}')
+        _lc.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        return compile(source, filename, "exec", dont_inherit=True)
+
+def _report(kind, value, tb):
+    if isinstance(value, _NotPacked):
+        print(f'error: {value}', file=_sys.stderr)
+    else:
+        import traceback
+        traceback.print_exception(kind, value, tb)
 _packed = _PackedModules(_S)
 _sys.meta_path.insert(0, _packed)
 if _sys.excepthook is _sys.__excepthook__:
@@ -301,19 +356,20 @@ def bundle_source(sources: dict[str, str], entry: str = ENTRY, version: int = FO
     names = ",".join(module_name(k) for k in modules) or "none"
     lines = [f"{_MARK}: {entry} + {names}; readable sources: python -m records unpack {entry} DIR", f"{_SOURCES_VAR}={{}}"]
     lines += [f"{_SOURCES_VAR}[{key!r}]={_literal(sources[key])}" for key in modules + [entry]]
-    return "\n".join(lines) + "\n" + compact_source(_BOOTSTRAP).replace("__ENTRY__", repr(entry))
+    return "\n".join(lines) + "\n" + _RUNNER.replace("__ENTRY__", repr(entry))
 
 
 def _escape(blob: bytes) -> bytes:
-    """`blob` as the body of a triple-quoted literal in a latin-1 source file: only NUL, CR, backslash and the quote
-    escaped (Python reads a raw CR as a newline; a raw LF stays an LF inside triple quotes)."""
+    """`blob` as the body of a triple-quoted literal in a latin-1 source file: only NUL, CR, backslash and a quote
+    followed by a quote (or last) escaped (Python reads a raw CR as a newline; a raw LF stays an LF inside triple
+    quotes; `"` alone, or the last of a run, cannot end the literal)."""
     out = bytearray()
     for i, b in enumerate(blob):
         if b == 0:
             out += b"\\x00" if i + 1 < len(blob) and 0x30 <= blob[i + 1] <= 0x37 else b"\\0"  # \0 then a digit is octal
         elif b == 0x0D:
             out += b"\\r"
-        elif b in (0x5C, 0x22):
+        elif b == 0x5C or (b == 0x22 and (i + 1 == len(blob) or blob[i + 1] == 0x22)):  # a lone quote cannot close
             out += b"\\" + bytes([b])
         else:
             out.append(b)

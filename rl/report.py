@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.writes import Ledger
+from data.ledger import Ledger
 from rl.presets import SOLVED_RETURN
 from rl.variants import get_variant
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from arch.budget import (add_shape_arguments, check_shape_arguments, default_code_bytes, dims_of, float_list,
                          fraction_list, get_scheme, load_calibration, solve_for_share, uncalibrated)
 from arch.mlp import MLP_REGISTRY
-from data.writes import WouldOverwrite, file_sha256
+from data.ledger import file_sha256
+from data.writes import WouldOverwrite
 from sweep.report import check_report_writable, write_report
 from sweep.runs import ResultStore, RunSpec, SweepError, env_for_runs, trainer_knobs
 from sweep.schedule import run_all

@@ -5,7 +5,7 @@ import csv
 import io
 from pathlib import Path
 
-from data.writes import Ledger
+from data.ledger import Ledger
 
 COLUMNS = ("run_id", "status", "kind", "share_target", "share", "expansion", "layers", "dim", "heads", "kv_heads",
            "mlp_mult", "params", "model_params", "predicted_total_bytes", "total_bytes", "model_bytes", "code_bytes",

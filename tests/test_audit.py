@@ -306,7 +306,7 @@ KNOB_ARGS = [f"{k}={v}" for k, v in TINY_KNOBS.items()] + [f"VOCAB_SIZE={V}", f"
 
 
 def test_cli_on_artifacts(tmp_path, capsys, clean_env):
-    from data.shards import write_shard
+    from data.export import write_shard
     from quant.int8 import pack_int8_zlib
 
     model = tiny_model(7)

@@ -252,7 +252,8 @@ def test_every_train_shard_is_checked_before_step_0(tmp_path, tiny, damage, matc
 
 def test_the_loader_names_a_shard_with_out_of_vocab_ids(tmp_path, tiny):
     from data.loader import TokenStream
-    from data.shards import ShardFormatError, read_shard, write_shard
+    from data.export import write_shard
+    from data.shards import ShardFormatError, read_shard
 
     data = copy_data(tiny[0], tmp_path / "data")
     ids = read_shard(data / "fineweb_train_000001.bin").astype(np.int64)
@@ -750,7 +751,8 @@ def test_sample_cli_bad_cache_folder_and_vocabulary(tmp_path, capsys):
 # ---------- the shared writer ----------
 
 def test_ledger_replaces_only_what_it_wrote(tmp_path):
-    from data.writes import Ledger, WouldOverwrite
+    from data.ledger import Ledger
+    from data.writes import WouldOverwrite
 
     ledger = Ledger(tmp_path, "tool")
     ledger.write("a.txt", "v1")

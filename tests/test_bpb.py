@@ -11,9 +11,9 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from data.shards import write_shard
+from data.export import write_shard
 from eval.bpb import BpbAccumulator, build_byte_luts, byte_rule_note, count_stream_bytes, target_bytes
-from eval.bpb import main as bpb_main
+from eval.bpb_cli import main as bpb_main
 from eval.plain import evaluate, window_plan
 from tests.eval_models import UnigramLM
 from tests.tiny_data import english_docs

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import data.download as dl
-from data.export import train_sentencepiece
-from data.shards import ShardFormatError, read_shard, write_shard
+from data.export import train_sentencepiece, write_shard
+from data.shards import ShardFormatError, read_shard
 
 SHARD = 1000  # the fake export's shard size in tokens
 VOCAB = 300

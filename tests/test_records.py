@@ -291,10 +291,10 @@ def test_optional_modules_cover_every_lazy_project_import():
     from train_gpt import Hyperparameters, optional_modules
 
     everything_on = {"TTT_ENABLED": "1", "EMA_DECAY": "0.5", "GPTQ": "1", "EMBED_OPTIMIZER": "coupled_adam",
-                     "EXPORT_SCHEMES": "int8+zlib,int6+zlib"}
+                     "EXPORT_SCHEMES": "int8+zlib,int6+zstd", "QAT_SCHEME": "int6", "QUANT_FLOAT_MAX_NUMEL": "256"}
     args = Hyperparameters(env=everything_on, device_type="cpu")
     modules = optional_modules(args) + mixer_modules(*MIXER_MODULES)
-    assert {"eval.ttt", "optim.ema", "quant.gptq", "optim.coupled_adam", "quant.container"} <= set(modules)
+    assert {"eval.ttt", "optim.ema", "quant.gptq", "optim.coupled_adam", "quant.container", "quant.qat"} <= set(modules)
     assert optional_modules(Hyperparameters(env={}, device_type="cpu")) == []
     shipped = read_sources(shipped_sources(ROOT, ROOT / "train_gpt.py", modules), ROOT)
     names = {rel[:-3].replace("/", ".").removesuffix(".__init__") for rel in shipped}
@@ -307,18 +307,21 @@ def test_optional_modules_cover_every_lazy_project_import():
 
 @pytest.mark.slow
 def test_a_run_with_optional_parts_counts_and_ships_them(runs, tmp_path):
-    """TTT, EMA and Coupled Adam on: the run logs the modules they need, counts them, and its packed file runs alone."""
+    """TTT, EMA, Coupled Adam, QAT and a zstd container export on: the run logs the modules they need, counts them, and
+    its packed file runs alone."""
     from records.bundle import pack_files
     from records.logs import parse_log
 
     data, _ = runs
     extra = dict(TTT_ENABLED="1", TTT_CHUNK_TOKENS="1024", TTT_EPOCHS="1", EMA_DECAY="0.9", EMBED_OPTIMIZER="coupled_adam",
-                 EVAL_STRIDE="16")
+                 EVAL_STRIDE="16", QAT_SCHEME="int6", QAT_START_LR_SCALE="2", QUANT_FLOAT_MAX_NUMEL="256",
+                 EXPORT_SCHEMES="int8+zlib,int6+zstd", ZSTD_LEVEL="3")
     proc = subprocess.run([sys.executable, str(ROOT / "train_gpt.py")], cwd=tmp_path, env=trainer_env(data, 3, PYTHONPATH=str(ROOT), **extra),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = parse_log(tmp_path / "logs" / "s3.txt")
-    assert {"eval/ttt.py", "optim/ema.py", "optim/coupled_adam.py"} <= set(log.snapshot_files) and log.score_name == "final_ttt_exact"
+    assert {"eval/ttt.py", "optim/ema.py", "optim/coupled_adam.py", "quant/qat.py", "quant/container.py",
+            "quant/compress.py"} <= set(log.snapshot_files) and log.score_name == "final_ttt_exact"
     packed = pack_files([ROOT / f for f in log.snapshot_files], ROOT)
     assert log.code_bytes == len(packed)
     alone = tmp_path / "alone"
@@ -328,3 +331,4 @@ def test_a_run_with_optional_parts_counts_and_ships_them(runs, tmp_path):
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Code size: {len(packed)} bytes" in again.stdout and "final_ttt_exact" in again.stdout
+    assert "qat:on step:0" in again.stdout and "final_int6_zstd_roundtrip_exact" in again.stdout

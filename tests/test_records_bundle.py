@@ -1,6 +1,7 @@
 """records/bundle.py on a synthetic project: the flattened file behaves exactly like the sources, alone."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -187,6 +188,61 @@ def test_compact_source_keeps_the_program_and_drops_what_never_runs():
     assert not embeds(src, out.replace("x + len(rest)", "x - len(rest)"))  # any change of the program is seen
 
 
+def test_compact_drops_help_texts_and_local_annotations_but_nothing_that_runs():
+    """help= texts are documentation (a record's --help lists knobs without them); a local variable's annotation is
+    never evaluated; a bare local annotation (it makes the name local) and class fields stay."""
+    src = textwrap.dedent('''
+        from dataclasses import dataclass
+
+        @dataclass
+        class Knob:
+            name: str
+            help: str = ""
+
+        KNOBS = [Knob("LR", help="learning rate"), Knob("SEED", help=f"seed {1 + 1}"), Knob("N", "positional stays")]
+
+        def f(n: int) -> list:
+            out: list[int] = []
+            total: int
+            @dataclass
+            class P:
+                x: int = 1
+            for i in range(n):
+                acc: float = i * 2.0
+                out.append(acc)
+            return out, P().x
+        ''')
+    out = compact_source(src)
+    assert "learning rate" not in out and "seed " not in out and "positional stays" in out and 'help=""' in out
+    assert "out = []" in out and "acc = i * 2.0" in out and "total: int" in out and "x: int = 1" in out
+    assert embeds(src, out) and compact_source(out) == out
+    ns: dict = {}
+    exec(compile(out, "m", "exec"), ns)
+    assert [k.help for k in ns["KNOBS"]] == ["", "", "positional stays"] and ns["f"](3) == ([0.0, 2.0, 4.0], 1)
+
+
+def test_every_v2_file_ends_with_the_same_runner():
+    """The runner is part of a v2 file's bytes: if it followed changes to the compactor (or to ast.unparse across
+    Python versions), files packed earlier would no longer reproduce. It is the readable bootstrap, compacted."""
+    from records.bundle import _BOOTSTRAP
+
+    text = bundle_source({"train_gpt.py": "print(1)\n"}, "train_gpt.py")
+    runner = text[text.index("import importlib.abc"):].replace(repr("train_gpt.py"), "__ENTRY__")
+    assert hashlib.sha256(runner.encode()).hexdigest() == "b5b8216046fb9d2a51c1390930da424884374d0808aefaf51aba19753f4af2fe"
+    assert embeds(_BOOTSTRAP, runner)
+
+
+def test_compact_strings_use_double_quotes_where_that_keeps_their_value():
+    src = "a = 'x'\nb = f'{a!r} y'\nc = f'{a!r} \"q\"'\nd = ['k', f'{a}' + 'z']\n"
+    out = compact_source(src)
+    assert 'a = "x"' in out and 'd = ["k",' in out and embeds(src, out)
+    if sys.version_info < (3, 12):  # 3.12+ tokenizes an f-string in parts: left as ast.unparse prints it
+        assert 'b = f"{a!r} y"' in out and """c = f'{a!r} "q"'""" in out
+    ns: dict = {}
+    exec(compile(out, "m", "exec"), ns)
+    assert (ns["b"], ns["c"], ns["d"]) == ("'x' y", "'x' \"q\"", ["k", "xz"])
+
+
 def test_every_project_module_compacts_to_the_same_program():
     root = Path(__file__).resolve().parents[1]
     for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
@@ -225,7 +281,8 @@ def test_v2_payload_survives_every_byte_value(tmp_path):
     rng = random.Random(0)
     for n in range(40):
         blob = bytes(rng.randrange(256) for _ in range(rng.randrange(2000))) + bytes(rng.choice(
-            [[0, 0x37], [0x22, 0x22, 0x22], [0x5C], [0x0D, 0x0A], [0x22], [0]]))
+            [[0, 0x37], [0x22, 0x22, 0x22], [0x5C], [0x0D, 0x0A], [0x22], [0], [0x5C, 0x22]]))
+        blob = bytes([0x22] * (n % 4)) + blob  # quotes right after the opening ones
         data = _HEAD + _escape(blob) + _TAIL
         path = tmp_path / f"f{n}.py"
         path.write_bytes(data)

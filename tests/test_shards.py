@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from data.export import write_shard
 from data.loader import DistributedTokenLoader, TokenStream
 from data.shards import (
     HEADER_BYTES,
@@ -17,7 +18,6 @@ from data.shards import (
     load_tokens,
     read_header,
     read_shard,
-    write_shard,
 )
 
 

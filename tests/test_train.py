@@ -131,7 +131,7 @@ def test_missing_tokenizer(tmp_path, tiny):
 
 
 def test_empty_val_split(tmp_path, tiny):
-    from data.shards import write_shard
+    from data.export import write_shard
 
     data = tmp_path / "data"
     data.mkdir()
