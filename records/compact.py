@@ -35,7 +35,7 @@ def _plain_local_assignments(function: ast.AST) -> None:
     while todo:
         node = todo.pop()
         if node is not function and isinstance(node, (ast.ClassDef, *_FUNCTIONS, ast.Lambda)):
-            continue  # their own scopes: a nested function is visited by _strip's walk
+            continue  # their own scopes: a nested function is visited by strip_tree's walk
         for field, value in ast.iter_fields(node):
             if isinstance(value, list):
                 for i, item in enumerate(value):
@@ -44,7 +44,8 @@ def _plain_local_assignments(function: ast.AST) -> None:
         todo.extend(ast.iter_child_nodes(node))
 
 
-def _strip(tree: ast.Module, keep_module_doc: bool) -> ast.Module:
+def strip_tree(tree: ast.Module, keep_module_doc: bool) -> ast.Module:
+    """`tree` without what the compact form drops (in place; returned)."""
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, *_FUNCTIONS)):
             keep = isinstance(node, ast.Module) and keep_module_doc
@@ -123,7 +124,7 @@ def readable(embedded: str) -> str:
 def compact_source(source: str) -> str:
     """The compact form of `source` (see the module docstring); `source` itself if it cannot be compacted safely."""
     try:
-        tree = _strip(ast.parse(source), _reads_doc(source))
+        tree = strip_tree(ast.parse(source), _reads_doc(source))
         text = _reindent(_double_quoted(ast.unparse(tree) + "\n"), 4, 1)
         if ast.dump(ast.parse(text)) != ast.dump(tree):
             return source
@@ -137,6 +138,6 @@ def embeds(original: str, compact: str) -> bool:
     if compact == original:
         return True
     try:
-        return ast.dump(_strip(ast.parse(original), _reads_doc(original))) == ast.dump(ast.parse(compact))
+        return ast.dump(strip_tree(ast.parse(original), _reads_doc(original))) == ast.dump(ast.parse(compact))
     except (SyntaxError, ValueError, RecursionError):
         return False

@@ -141,28 +141,21 @@ def smoke_check(folder: Path, sub: dict, bundle_entry_source: str, smoke_data: t
 # ---------- the evaluator a record ships ----------
 
 def canonical_source(text: str) -> str:
-    """A digest of what a module means, not how it is spelled: its AST without docstrings and signature annotations
-    (comments and layout are not in it), so a packer that strips them or re-prints the code (ast.unparse) still
-    matches (records/compact.py)."""
+    """A digest of what a module means, not how it is spelled: its syntax tree as records/compact.py strips it (no
+    docstrings, annotations of signatures and locals, help= texts; comments and layout are not in a tree), so any
+    version of the packer, or a re-print by another Python's ast.unparse, still matches."""
     import ast
 
+    from records.compact import strip_tree
+
     try:
-        tree = ast.parse(text)
+        tree = strip_tree(ast.parse(text), keep_module_doc=False)
     except SyntaxError:
         return "unparsable:" + hashlib.sha1(text.encode("utf-8")).hexdigest()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):  # records-pack v2 drops signature annotations
-            node.returns = None
-            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs, node.args.vararg, node.args.kwarg]:
-                if arg is not None:
-                    arg.annotation = None
+    for node in ast.walk(tree):  # a body of only `...` means the same as `pass`
         body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
-            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                body = body[1:]
-            if not body or (len(body) == 1 and isinstance(body[0], ast.Expr) and getattr(body[0].value, "value", None) is Ellipsis):
-                body = [ast.Pass()]
-            node.body = body
+        if isinstance(body, list) and len(body) == 1 and isinstance(body[0], ast.Expr) and getattr(body[0].value, "value", None) is Ellipsis:
+            node.body = [ast.Pass()]
     return hashlib.sha1(ast.dump(tree, annotate_fields=False).encode("utf-8")).hexdigest()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from records.bundle import pack_sources, unpack
+from records.compact import readable
 from records.pack import collect, write_record
 from records.rerun import AUDIT_FILE, audit_check, smoke_check, smoke_knobs, write_audit
 from tests.tiny_data import build_tiny_dataset
@@ -53,7 +54,7 @@ def sub_of(folder: Path) -> dict:
 def repacked(folder: Path, path: str, old: str, new: str) -> None:
     """The record's packed file, rebuilt from sources where `path` has `old` replaced by `new`."""
     bundle = unpack((folder / "train_gpt.py").read_bytes())
-    sources = dict(bundle.sources)
+    sources = dict(bundle.sources, **{path: readable(bundle.sources[path])})  # four spaces a level, as people edit
     assert old in sources[path], (path, old)
     sources[path] = sources[path].replace(old, new, 1)
     (folder / "train_gpt.py").write_bytes(pack_sources(sources, bundle.entry))

@@ -77,7 +77,7 @@ def test_pack_then_verify_passes(record):
         assert checks[name][0] == "PASS", (name, checks[name])
     assert checks["significance"] == ("SKIP", "non-record submission: no claim against the leaderboard to test")  # compared nothing
     assert "format v2" in checks["packed-file"][1] and "run_env = the logs' knobs" in checks["json-vs-logs"][1]
-    assert checks["audit"][0] in ("SKIP", "PASS")  # SKIP while eval.audit does not exist: never a silent pass
+    assert checks["audit"][0] in ("SKIP", "PASS"), checks["audit"]  # SKIP while eval.audit does not exist: never a silent pass
     assert "outside the repository" in checks["smoke"][1] and "no repository module loaded" in checks["smoke"][1]
     sub = json.loads((folder / "submission.json").read_text())
     assert sub["track"] == "non-record-16mb" and sub["seeds"] == [1, 2] and sub["hardware"] == "1xCPU"
@@ -104,6 +104,12 @@ def test_packed_file_reproduces_the_run_outside_the_repository(runs, record, tmp
     assert exact.search(proc.stdout).group(0) == exact.findall(logs[0].read_text())[-1]
     code = int(re.search(r"Code size: (\d+) bytes", proc.stdout).group(1))
     assert code == (folder / "train_gpt.py").stat().st_size
+    helped = subprocess.run([sys.executable, "train_gpt.py", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "MATMUL_DTYPE" in helped.stdout and "default" in helped.stdout, helped.stderr[-2000:]
+    assert "ships without the knobs' descriptions" in helped.stdout  # help= texts are not packed (records/compact.py)
+    bad = subprocess.run([sys.executable, "train_gpt.py"], cwd=tmp_path, env=dict(trainer_env(data, 1), SEED="x"),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == "error: SEED='x' is not a valid int", bad.stderr[-2000:]
 
 
 @pytest.mark.slow
