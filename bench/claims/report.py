@@ -1,0 +1,291 @@
+"""Tables (markdown + CSV) and plots of each experiment, rebuilt from its run records OUT/<experiment>/runs/*.json.
+
+Every table gives mean ± sample std over seeds and, per comparison, the difference of means with its Welch 95% CI
+and p (paired-by-seed p too when both arms ran the same seeds; bench/claims/stats.py). Nothing here trains.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+from bench.claims.stats import difference, fmt_mean_std, mean_std
+
+Metric = Callable[[dict], float | None]
+
+
+def load(exp: str, out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / exp / "runs").glob("*.json"))]
+
+
+def arms_in_order(records: list[dict]) -> list[str]:
+    first = {}
+    for r in sorted(records, key=lambda r: (r.get("order", 0), r["arm"])):
+        first.setdefault(r["arm"], r)
+    return list(first)
+
+
+def by_seed(records: list[dict], arm: str, metric: Metric) -> dict[int, float]:
+    out = {}
+    for r in records:
+        if r["arm"] == arm and r["status"] == "ok":
+            v = metric(r)
+            if v is not None and math.isfinite(v):
+                out[r["seed"]] = v
+    return out
+
+
+def scheme_bpb(scheme: str) -> Metric:
+    return lambda r: r["schemes"].get(scheme, {}).get("val_bpb")
+
+
+def scheme_gap(scheme: str) -> Metric:
+    def gap(r):
+        q = r["schemes"].get(scheme, {}).get("val_bpb")
+        return None if q is None or r["prequant_bpb"] is None else q - r["prequant_bpb"]
+    return gap
+
+
+def scheme_bytes(scheme: str) -> Metric:
+    return lambda r: r["schemes"].get(scheme, {}).get("model_bytes")
+
+
+def health(field: str) -> Metric:
+    def value(r):
+        h = r.get("embedding_health", {})
+        matrix = h.get("tok_emb.weight") if r["shape"].get("tie", True) else h.get("lm_head.weight")
+        return None if matrix is None else matrix[field]
+    return value
+
+
+def first(records: list[dict], arm: str) -> dict:
+    return next(r for r in records if r["arm"] == arm)
+
+
+def markdown(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "|".join("---:" if i else "---" for i in range(len(header)))
+    lines = ["| " + " | ".join(header) + " |", "|" + align + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def runs_csv(records: list[dict], path: Path, metrics: dict[str, Metric]) -> None:
+    header = ["experiment", "arm", "seed", "status", "run_id", "data", "steps", "params", "train_time_ms", *metrics]
+    rows = []
+    for r in sorted(records, key=lambda r: (r.get("order", 0), r["arm"], r["seed"])):
+        ok = r["status"] == "ok"
+        rows.append([r["experiment"], r["arm"], r["seed"], r["status"], r.get("run_id", ""), r["data"]["name"],
+                     r.get("steps"), r.get("params"), r.get("train_time_ms"),
+                     *[(m(r) if ok else None) for m in metrics.values()]])
+    write_csv(path, header, rows)
+
+
+def summary_rows(records: list[dict], arms: list[str], columns: dict[str, Metric], digits: dict[str, int],
+                 baseline: Callable[[str], str | None], compare: dict[str, Metric]) -> tuple[list[str], list[list], list[list], list[str]]:
+    """(header, markdown rows, csv rows, csv header): per arm, mean ± std of each column and, against the arm's baseline,
+    the difference of each `compare` metric."""
+    header = ["arm", "seeds", *columns, *[f"Δ {k} vs baseline" for k in compare]]
+    csv_header = ["arm", "seeds"] + [f"{k}_{s}" for k in columns for s in ("mean", "std")] + \
+                 [f"delta_{k}_{s}" for k in compare for s in ("diff", "ci_low", "ci_high", "p_welch", "p_paired")]
+    md, rows = [], []
+    for arm in arms:
+        seeds = sorted(r["seed"] for r in records if r["arm"] == arm and r["status"] == "ok")
+        failed = sum(1 for r in records if r["arm"] == arm and r["status"] != "ok")
+        cells = [arm, ",".join(map(str, seeds)) + (f" ({failed} failed)" if failed else "")]
+        crow = [arm, ",".join(map(str, seeds))]
+        for name, m in columns.items():
+            vals = list(by_seed(records, arm, m).values())
+            cells.append(fmt_mean_std(vals, digits.get(name, 4)))
+            crow += list(mean_std(vals))
+        base = baseline(arm)
+        for name, m in compare.items():
+            if base is None or base == arm:
+                cells.append("(baseline)" if base == arm else "–")
+                crow += [None] * 5
+                continue
+            d = difference(by_seed(records, arm, m), by_seed(records, base, m))
+            cells.append(d.text(digits.get(name, 4)) + f" vs {base}")
+            crow += [d.diff, d.ci_low, d.ci_high, d.p_welch, d.p_paired]
+        md.append(cells)
+        rows.append(crow)
+    return header, md, rows, csv_header
+
+
+def data_line(records: list[dict]) -> str:
+    names = sorted({f"{r['data']['name']} (manifest {r['data']['fingerprint']})" for r in records})
+    steps = sorted({r["steps"] for r in records if r["status"] == "ok"})
+    return f"data: {', '.join(names)}; steps per run: {', '.join(map(str, steps))}; mean ± sample std over seeds"
+
+
+def plt_module():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def errorbar_points(ax, xs, records: list[dict], arm: str, metrics: list[Metric], label: str, **kw) -> None:
+    """One line: the arm's mean ± std of each metric at the x positions."""
+    ms = [mean_std(list(by_seed(records, arm, m).values())) for m in metrics]
+    ax.errorbar(xs, [m for m, _ in ms], yerr=[0 if math.isnan(s) else s for _, s in ms], label=label, capsize=3,
+                marker="o", **kw)
+
+
+# ---------- the experiments ----------
+
+def hwnode_quant(records: list[dict], folder: Path, plots: bool) -> str:
+    schemes = ("int8+zlib", "int6+zstd", "int5+zstd")
+    arms = arms_in_order(records)
+    cols = {"params": lambda r: r["params"], "pre-quant bpb": lambda r: r["prequant_bpb"]}
+    for s in schemes:
+        cols[f"{s} bpb"] = scheme_bpb(s)
+    for s in schemes[1:]:
+        cols[f"{s} gap"] = scheme_gap(s)
+        cols[f"{s} bytes"] = scheme_bytes(s)
+    cols["step ms"] = lambda r: r["step_avg_ms"]
+    digits = {"params": 0, "step ms": 0, "int6+zstd bytes": 0, "int5+zstd bytes": 0}
+    compare = {"int6+zstd bpb": scheme_bpb("int6+zstd"), "int6+zstd gap": scheme_gap("int6+zstd"),
+               "int5+zstd bpb": scheme_bpb("int5+zstd"), "int5+zstd gap": scheme_gap("int5+zstd")}
+    header, md, rows, csv_header = summary_rows(records, arms, cols, digits, lambda a: "relu2-matched", compare)
+    write_csv(folder / "summary.csv", csv_header, rows)
+    runs_csv(records, folder / "runs.csv", cols)
+    notes = "\n".join(f"- `{a}`: {first(records, a).get('arm_note', '')}" for a in arms)
+    text = "\n\n".join([f"# HWNODE under quantization\n\n{data_line(records)}; gap = roundtrip bpb − pre-quant bpb",
+                        notes, markdown(header, md)])
+    if plots:
+        plt = plt_module()
+        fig, axs = plt.subplots(1, 2, figsize=(12, 4.5))
+        labels = ["pre-quant", *schemes]
+        for arm in arms:
+            metrics = [lambda r: r["prequant_bpb"], *[scheme_bpb(s) for s in schemes]]
+            errorbar_points(axs[0], range(len(labels)), records, arm, metrics, arm)
+            errorbar_points(axs[1], range(2), records, arm, [scheme_gap(s) for s in schemes[1:]], arm)
+        axs[0].set_xticks(range(len(labels)), labels)
+        axs[0].set_ylabel("val bpb")
+        axs[0].set_title("bpb before and after the export roundtrip")
+        axs[1].set_xticks(range(2), [f"{s} gap" for s in schemes[1:]])
+        axs[1].set_ylabel("roundtrip bpb − pre-quant bpb")
+        axs[1].set_title("quantization gap")
+        axs[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "hwnode_quant.png", dpi=120)
+        plt.close(fig)
+    return text
+
+
+def mixers_lm(records: list[dict], folder: Path, plots: bool) -> str:
+    arms = arms_in_order(records)
+    timing_file = folder / "step_times.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"cpu_ms_per_step": {}}
+    cols = {"mixer params/layer": lambda r: r.get("mixer_params"), "params": lambda r: r["params"],
+            "steps": lambda r: r["steps"], "bpb": scheme_bpb("int8+zlib"), "step ms (in run)": lambda r: r["step_avg_ms"]}
+    digits = {"mixer params/layer": 0, "params": 0, "steps": 0, "step ms (in run)": 0}
+    compare = {"bpb": scheme_bpb("int8+zlib")}
+    header, md, rows, csv_header = summary_rows(records, arms, cols, digits,
+                                                lambda a: "relu2" if a != "relu2" else "relu2", compare)
+    write_csv(folder / "summary.csv", csv_header, rows)
+    runs_csv(records, folder / "runs.csv", cols)
+    bench = ", ".join(f"{k} {v:.0f}" for k, v in timing["cpu_ms_per_step"].items())
+    notes = "\n".join(f"- `{a}`: {first(records, a).get('arm_note', '')}" for a in arms)
+    text = "\n\n".join([
+        "# Wave and S5 as LM mixers (MLP slot)",
+        f"{data_line(records)}; bpb = int8+zlib roundtrip. Equal-time arms (`@time`) get the steps that fit relu2's "
+        f"{FULL_NOTE} training time, from the interleaved step-time benchmark in CPU time (step_times.json, CPU ms/step: {bench}).",
+        notes, markdown(header, md)])
+    if plots:
+        plt = plt_module()
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        kinds = [a for a in arms if not a.endswith("@time")]
+        for j, suffix in enumerate(("", "@time")):
+            xs = [i + (0.15 if j else -0.15) for i in range(len(kinds))]
+            ms = [mean_std(list(by_seed(records, k + suffix if k != "relu2" or not suffix else "relu2",
+                                          scheme_bpb("int8+zlib")).values())) for k in kinds]
+            ax.errorbar(xs, [m for m, _ in ms], yerr=[0 if math.isnan(s) else s for _, s in ms], fmt="o", capsize=3,
+                        label="equal parameters (same steps)" if not j else "equal wall clock (steps from step time)")
+        ax.set_xticks(range(len(kinds)), kinds)
+        ax.set_ylabel("val bpb (int8+zlib roundtrip)")
+        ax.legend(fontsize=8)
+        ax.set_title("MLP-slot mixers at equal parameters and equal training time")
+        fig.tight_layout()
+        fig.savefig(folder / "mixers_lm.png", dpi=120)
+        plt.close(fig)
+    return text
+
+
+FULL_NOTE = "200-step"
+
+
+def coupled_baseline(arm: str) -> str | None:
+    if "untied" in arm:
+        return "adam-untied"
+    if arm.endswith("-600"):
+        return "adam-0.05-600"
+    if arm.startswith("coupled-") and "scale" in arm:
+        return "coupled-0.005"
+    return "adam-0.05"
+
+
+def coupled_adam(records: list[dict], folder: Path, plots: bool) -> str:
+    arms = arms_in_order(records)
+    cols = {"steps": lambda r: r["steps"], "bpb": scheme_bpb("int8+zlib"), "isotropy": health("isotropy"),
+            "|mean e|/|e|": health("mean_norm_ratio"), "mean |e|": health("row_norm"), "max |e|": health("max_row_norm")}
+    digits = {"steps": 0, "isotropy": 3, "|mean e|/|e|": 3, "mean |e|": 2, "max |e|": 2}
+    header, md, rows, csv_header = summary_rows(records, arms, cols, digits, coupled_baseline, {"bpb": scheme_bpb("int8+zlib")})
+    write_csv(folder / "summary.csv", csv_header, rows)
+    runs_csv(records, folder / "runs.csv", cols)
+    notes = "\n".join(f"- `{a}`: {first(records, a).get('arm_note', '')}" for a in arms if first(records, a).get("arm_note"))
+    text = "\n\n".join([
+        "# Coupled Adam vs Adam on the vocabulary matrix",
+        f"{data_line(records)}; bpb = int8+zlib roundtrip; isotropy and norms of the vocabulary matrix (tied embedding, "
+        "or the untied output head) at the end of training (optim/health.py)", notes, markdown(header, md)])
+    if plots:
+        plt = plt_module()
+        fig, axs = plt.subplots(1, 2, figsize=(12, 4.5))
+        for prefix, marker in (("coupled-", "o"), ("adam-", "s")):
+            pts = [a for a in arms if a.startswith(prefix) and "untied" not in a and "scale" not in a
+                   and not a.endswith("-600")]
+            lrs = [float(a.split("-")[1]) for a in pts]
+            for ax, metric in zip(axs, (scheme_bpb("int8+zlib"), health("isotropy"))):
+                ms = [mean_std(list(by_seed(records, a, metric).values())) for a in pts]
+                order = sorted(range(len(pts)), key=lambda i: lrs[i])
+                ax.errorbar([lrs[i] for i in order], [ms[i][0] for i in order],
+                            yerr=[0 if math.isnan(ms[i][1]) else ms[i][1] for i in order], marker=marker, capsize=3,
+                            label=prefix.rstrip("-").replace("coupled", "Coupled Adam").replace("adam", "Adam"))
+        for ax, label in zip(axs, ("val bpb (int8+zlib roundtrip)", "isotropy of the tied embedding")):
+            ax.set_xscale("log")
+            ax.set_xlabel("TIED_EMBED_LR")
+            ax.set_ylabel(label)
+            ax.legend(fontsize=8)
+        axs[0].set_title("bpb vs embedding LR (tied, 200 steps)")
+        axs[1].set_title("isotropy vs embedding LR")
+        fig.tight_layout()
+        fig.savefig(folder / "coupled_adam.png", dpi=120)
+        plt.close(fig)
+    return text
+
+
+def write(exp: str, out: Path, plots: bool = True) -> str:
+    """Rewrite OUT/<exp>/summary.md, summary.csv, runs.csv and the PNG from the run records; return the markdown."""
+    folder = out / exp
+    records = load(exp, out)
+    if not records:
+        return f"{exp}: no finished runs yet"
+    if exp in ("recall", "allocation"):
+        from bench.claims import allocation, recall
+
+        text = (recall.report if exp == "recall" else allocation.report)(records, folder, plots)
+    else:
+        text = {"hwnode_quant": hwnode_quant, "mixers_lm": mixers_lm, "coupled_adam": coupled_adam}[exp](records, folder, plots)
+    (folder / "summary.md").write_text(text + "\n")
+    return text
