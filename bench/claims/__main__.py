@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         if lm_runs:
             lm.run_lm(lm_runs, out, args.jobs, on_record=progress)
         if "mixers_lm" in args.only:  # the equal-time arms need the step-time benchmark first
-            lm.run_lm(lmx.mixer_timed_runs(study_dataset(1024, args.quick), args.quick, out), out, args.jobs,
+            lm.run_lm(lmx.mixer_timed_runs(study_dataset(1024, args.quick), args.quick, out, args.jobs), out, args.jobs,
                       on_record=progress)
         if "recall" in args.only:
             recall.run_study(out, args.quick, args.jobs)

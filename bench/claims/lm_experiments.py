@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from arch.mlp import MixerConfig, mixer_param_count
@@ -18,7 +19,7 @@ from bench.train_speed import parse_log as parse_step_log
 
 SEEDS = [1, 2, 3]
 QUICK_SEEDS = [1, 2]
-FULL_STEPS = 200
+FULL_STEPS = 150  # the CPU preset's earlier Coupled Adam measurement (150 steps x 8192 tokens)
 QUICK_KNOBS = (("TRAIN_BATCH_TOKENS", "1024"), ("TRAIN_SEQ_LEN", "64"), ("VAL_BATCH_SIZE", "16384"),
                ("QUANT_FLOAT_MAX_NUMEL", "256"))
 
@@ -63,13 +64,11 @@ def equal_param_arms(p: Protocol) -> list[Arm]:
     """Every MLP-slot sublayer near relu2's 2 * d * 2d parameters (65,536 at d=128)."""
     d = p.dim
     s5 = (("s5_state_dim", 192), ("s5_blocks", 16)) if d == 128 else (("s5_state_dim", 48), ("s5_blocks", 4))
-    hyena = (("s5_state_dim", 16), ("s5_blocks", 2))
     return [
         Arm("relu2", "relu2", 2.0, note="MLP_MULT=2 (the CPU preset)"),
         Arm("swiglu", "swiglu", round(4 * d / 3) / d, note=f"hidden {round(4 * d / 3)} = 4d/3: three matrices match relu2's two"),
         Arm("wave", "wave", note="causal wave network, modulation: 4d^2 + 3d"),
         Arm("s5", "s5", mixer=s5, note=f"S5 P={dict(s5)['s5_state_dim']} (conj. sym.) + half-GLU"),
-        Arm("hyena_s5", "hyena_s5", mixer=hyena, note="order-2 Hyena with S5 P=16: its projections alone exceed relu2's count"),
     ]
 
 
@@ -91,23 +90,29 @@ def child_cpu_seconds(env: dict[str, str]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure_step_times(runs: list[LMRun], path: Path, short: int, long: int, rounds: int = 2, log=print) -> dict:
+def measure_step_times(runs: list[LMRun], path: Path, short: int, long: int, rounds: int = 2, jobs: int = 2,
+                       log=print) -> dict:
     """CPU seconds per training step of each arm: (CPU of a `long`-step run - CPU of a `short`-step run) / (long -
-    short), so start-up, evaluation and export cancel. Arms interleaved (A B C, A B C); the median over rounds.
-    Written once; later calls read the file (delete it to re-measure)."""
+    short), so start-up, evaluation and export cancel; the median over `rounds`, `jobs` trainers at a time (CPU time
+    does not depend on what else runs). Written once; later calls read the file (delete it to re-measure)."""
     if path.is_file():
         return json.loads(path.read_text())
     env = run_environment()
+
+    def cpu(task: tuple[LMRun, int, int]) -> float:
+        run, i, steps = task
+        knobs = {**run.knobs(), "ITERATIONS": str(steps), "WARMDOWN_ITERS": "0", **run.arm.shape(run.protocol).env(),
+                 "RUN_ID": f"steptime-{run.arm.name}-{i}-{steps}"}
+        return child_cpu_seconds({**env, **knobs})
+
+    tasks = [(run, i, steps) for i in range(rounds) for run in runs for steps in (short, long)]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        seconds = list(pool.map(cpu, tasks))
     per_step: dict[str, list[float]] = {r.arm.name: [] for r in runs}
-    for i in range(rounds):
-        for run in runs:
-            cpu = []
-            for steps in (short, long):
-                knobs = {**run.knobs(), "ITERATIONS": str(steps), "WARMDOWN_ITERS": "0",
-                         **run.arm.shape(run.protocol).env(), "RUN_ID": f"steptime-{run.arm.name}-{i}-{steps}"}
-                cpu.append(child_cpu_seconds({**env, **knobs}))
-            per_step[run.arm.name].append(1000.0 * (cpu[1] - cpu[0]) / (long - short))
-            log(f"step time {run.arm.name} round {i + 1}: {per_step[run.arm.name][-1]:.0f} CPU ms/step")
+    for k in range(0, len(tasks), 2):
+        run, i, _ = tasks[k]
+        per_step[run.arm.name].append(1000.0 * (seconds[k + 1] - seconds[k]) / (long - short))
+        log(f"step time {run.arm.name} round {i + 1}: {per_step[run.arm.name][-1]:.0f} CPU ms/step")
     result = {"method": f"CPU ms per step = (CPU of {long} steps - CPU of {short} steps) / {long - short}, child rusage",
               "rounds": rounds, "cpu_ms_per_step": {k: statistics.median(v) for k, v in per_step.items()},
               "all_cpu_ms_per_step": per_step, "load_avg_at_end": os.getloadavg()[0]}
@@ -121,13 +126,13 @@ def mixer_runs(dataset: Dataset, quick: bool) -> list[LMRun]:
     return seed_major(equal_param_arms(p), QUICK_SEEDS if quick else SEEDS, "mixers_lm", p)
 
 
-def mixer_timed_runs(dataset: Dataset, quick: bool, out: Path, log=print) -> list[LMRun]:
+def mixer_timed_runs(dataset: Dataset, quick: bool, out: Path, jobs: int, log=print) -> list[LMRun]:
     """The equal-wall-clock arms: each kind gets the steps that take relu2's training time, by the step-time
     benchmark. relu2's own is its equal-parameter run (the same configuration, so the same stored run)."""
     p = protocol(dataset, quick)
     arms = equal_param_arms(p)
     timing = measure_step_times([LMRun("mixers_lm", a, 1, p) for a in arms], step_times_path(out),
-                                short=2 if quick else 10, long=12 if quick else 40, log=log)
+                                short=2 if quick else 10, long=12 if quick else 40, jobs=jobs, log=log)
     ref = timing["cpu_ms_per_step"]["relu2"]
     timed = []
     for a in arms:
@@ -144,21 +149,14 @@ def coupled(lr: float, **extra: str) -> tuple[tuple[str, str], ...]:
     return (("EMBED_OPTIMIZER", "coupled_adam"), ("TIED_EMBED_LR", f"{lr:g}"), *extra.items())
 
 
-LONG_STEPS = 600
-
-
 def coupled_arms(p: Protocol) -> list[Arm]:
     arms = [Arm("adam-0.05", note="the default: Adam, TIED_EMBED_LR=0.05 (the same run as mixers_lm's relu2)"),
             Arm("adam-0.005", knobs=(("TIED_EMBED_LR", "0.005"),), note="Adam at coupled's best LR: is it the LR or the coupling?")]
-    arms += [Arm(f"coupled-{lr:g}", knobs=coupled(lr)) for lr in (0.02, 0.01, 0.005, 0.0025, 0.001)]
-    arms += [Arm("coupled-0.01-scale4", knobs=coupled(0.01, COUPLED_ADAM_SCALE="4"),
-                 note="scale 4 at lr 0.01 = lr 0.005 up to eps (the step scales by 1/sqrt(scale))")]
+    arms += [Arm(f"coupled-{lr:g}", knobs=coupled(lr)) for lr in (0.01, 0.005, 0.0025, 0.001)]
     arms += [Arm("adam-untied", tie=False, note="untied: Adam embedding (EMBED_LR 0.6) and head (HEAD_LR 0.008)"),
              Arm("coupled-head-untied", tie=False, knobs=(("EMBED_OPTIMIZER", "coupled_adam"),),
-                 note="untied, Coupled Adam on the output head only (HEAD_LR 0.008)"),
-             Arm("coupled-head-untied-0.002", tie=False, knobs=(("EMBED_OPTIMIZER", "coupled_adam"), ("HEAD_LR", "0.002")),
-                 note="untied, Coupled Adam head at HEAD_LR 0.002")]
-    long = max(3 * p.steps, 6) if p.steps < FULL_STEPS else LONG_STEPS
+                 note="untied, Coupled Adam on the output head only (HEAD_LR 0.008)")]
+    long = 2 * p.steps
     arms += [Arm(f"adam-0.05-{long}", steps=long, note=f"{long} steps"),
              Arm(f"coupled-0.005-{long}", knobs=coupled(0.005), steps=long, note=f"{long} steps")]
     return arms
@@ -168,6 +166,6 @@ def coupled_runs(dataset: Dataset, quick: bool) -> list[LMRun]:
     p = protocol(dataset, quick)
     arms = coupled_arms(p)
     if quick:  # one arm of each kind keeps --quick short
-        arms = [a for a in arms if a.name in ("adam-0.05", "coupled-0.005", "coupled-head-untied")
+        arms = [a for a in arms if a.name in ("adam-0.05", "coupled-0.005", "adam-untied", "coupled-head-untied")
                 or a.steps is not None]
     return seed_major(arms, QUICK_SEEDS if quick else SEEDS, "coupled_adam", p)

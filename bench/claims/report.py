@@ -201,7 +201,7 @@ def mixers_lm(records: list[dict], folder: Path, plots: bool) -> str:
     text = "\n\n".join([
         "# Wave and S5 as LM mixers (MLP slot)",
         f"{data_line(records)}; bpb = int8+zlib roundtrip. Equal-time arms (`@time`) get the steps that fit relu2's "
-        f"{FULL_NOTE} training time, from the interleaved step-time benchmark in CPU time (step_times.json, CPU ms/step: {bench}).",
+        f"{first(records, 'relu2')['steps']}-step training time, from the interleaved step-time benchmark in CPU time (step_times.json, CPU ms/step: {bench}).",
         notes, markdown(header, md)])
     if plots:
         plt = plt_module()
@@ -223,16 +223,16 @@ def mixers_lm(records: list[dict], folder: Path, plots: bool) -> str:
     return text
 
 
-FULL_NOTE = "200-step"
+def is_long(arm: str) -> bool:
+    """adam-0.05-300, coupled-0.005-300: the training-length arms."""
+    return arm.count("-") == 2 and "untied" not in arm
 
 
 def coupled_baseline(arm: str) -> str | None:
     if "untied" in arm:
         return "adam-untied"
-    if arm.endswith("-600"):
-        return "adam-0.05-600"
-    if arm.startswith("coupled-") and "scale" in arm:
-        return "coupled-0.005"
+    if is_long(arm):
+        return f"adam-0.05-{arm.rsplit('-', 1)[1]}"
     return "adam-0.05"
 
 
@@ -253,8 +253,7 @@ def coupled_adam(records: list[dict], folder: Path, plots: bool) -> str:
         plt = plt_module()
         fig, axs = plt.subplots(1, 2, figsize=(12, 4.5))
         for prefix, marker in (("coupled-", "o"), ("adam-", "s")):
-            pts = [a for a in arms if a.startswith(prefix) and "untied" not in a and "scale" not in a
-                   and not a.endswith("-600")]
+            pts = [a for a in arms if a.startswith(prefix) and "untied" not in a and not is_long(a)]
             lrs = [float(a.split("-")[1]) for a in pts]
             for ax, metric in zip(axs, (scheme_bpb("int8+zlib"), health("isotropy"))):
                 ms = [mean_std(list(by_seed(records, a, metric).values())) for a in pts]
@@ -267,7 +266,7 @@ def coupled_adam(records: list[dict], folder: Path, plots: bool) -> str:
             ax.set_xlabel("TIED_EMBED_LR")
             ax.set_ylabel(label)
             ax.legend(fontsize=8)
-        axs[0].set_title("bpb vs embedding LR (tied, 200 steps)")
+        axs[0].set_title(f"bpb vs embedding LR (tied, {first(records, 'adam-0.05')['steps']} steps)")
         axs[1].set_title("isotropy vs embedding LR")
         fig.tight_layout()
         fig.savefig(folder / "coupled_adam.png", dpi=120)
