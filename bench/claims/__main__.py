@@ -67,6 +67,10 @@ def main(argv=None) -> int:
         if "mixers_lm" in args.only:  # the equal-time arms need the step-time benchmark first
             lm.run_lm(lmx.mixer_timed_runs(study_dataset(1024, args.quick), args.quick, out, args.jobs), out, args.jobs,
                       on_record=progress)
+        if "coupled_adam" in args.only:  # the instrumented replay behind the Coupled Adam reading (one process)
+            from bench.claims import coupled_probe
+
+            coupled_probe.run(out, None, args.quick)
         if "recall" in args.only:
             recall.run_study(out, args.quick, args.jobs)
         if "allocation" in args.only:

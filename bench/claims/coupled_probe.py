@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import train_gpt  # noqa: E402  (bench scripts may import the trainer)
 from bench.claims.data import study_dataset  # noqa: E402
 from bench.claims.lm import write_json  # noqa: E402
+from bench.claims.lm_experiments import FULL_STEPS, protocol  # noqa: E402
 from data.loader import DistributedTokenLoader  # noqa: E402
 from data.shards import load_tokens  # noqa: E402
 from optim.coupled_adam import CoupledAdam  # noqa: E402
@@ -138,16 +139,15 @@ def replay(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Ten
             "per_row_update_rms_over_lr": (upd / max(probes, 1)).tolist(), "frequency_rank": rank_of.tolist()}
 
 
-def run(out: Path, steps: int, quick: bool, log=print) -> dict:
+def run(out: Path, steps: int | None, quick: bool, log=print) -> dict:
     path = out / "coupled_adam" / "probe.json"
     if path.is_file():
         return json.loads(path.read_text())
     ds = study_dataset(1024, quick)
-    base = {**ds.knobs(), "ITERATIONS": str(steps), "MAX_WALLCLOCK_SECONDS": "0", "WARMDOWN_ITERS": str(max(1, steps // 5)),
-            "SEED": "1"}
-    if quick:
-        base.update(NUM_LAYERS="2", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", TRAIN_BATCH_TOKENS="1024",
-                    TRAIN_SEQ_LEN="64")
+    steps = steps or (4 if quick else FULL_STEPS)
+    p = protocol(ds, quick)  # the coupled_adam experiment's own protocol
+    base = {**p.trainer_knobs(steps), "SEED": "1", "NUM_LAYERS": str(p.layers), "MODEL_DIM": str(p.dim),
+            "NUM_HEADS": str(p.heads), "NUM_KV_HEADS": str(p.kv_heads)}
     counts = np.bincount(load_tokens(str(ds.data_path / "fineweb_train_*.bin")).astype(np.int64), minlength=ds.vocab)
     val = torch.from_numpy(load_tokens(str(ds.data_path / "fineweb_val_*.bin")).astype(np.int64))
     if quick:
@@ -163,7 +163,7 @@ def run(out: Path, steps: int, quick: bool, log=print) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=FULL_STEPS)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
