@@ -84,18 +84,20 @@ def test_attention_free_model_mixes_only_through_the_mlp_slot():
             assert torch.allclose(a[:, :13], m.forward_logits(x3)[:, :13], atol=1e-5), kind  # and never the future
 
 
-def test_recall_training_learns_above_chance_on_an_easy_setting():
-    cfg = recall.RecallConfig(task="mqar", length=16, keys=2, pairs=2, dim=16, heads=2, batch=16, steps=60, eval_sequences=64)
-    r = recall.train_and_evaluate("relu2", True, cfg, seed=0)
-    assert r["scored"] == 64 * 2 and 0 <= r["accuracy"] <= 1 and math.isfinite(r["final_train_loss"])
-    assert r["accuracy"] > 0.75  # 2 keys: chance is 0.5
+def test_attention_learns_an_easy_recall_and_the_attention_free_relu2_cannot():
+    cfg = recall.RecallConfig(task="ar", length=16, keys=2, dim=16, heads=2, batch=32, steps=100, eval_sequences=256)
+    r = recall.train_and_evaluate("relu2", True, cfg, seed=1)
+    assert r["scored"] == 256 and math.isfinite(r["final_train_loss"])
+    assert r["accuracy"] > 0.65  # 2 keys, 2 values: chance is 0.5 (measured 0.75-0.80 over seeds 0-2)
+    blind = recall.train_and_evaluate("relu2", False, cfg, seed=1)
+    assert blind["accuracy"] < 0.6  # no token mixing at all: it can only guess
 
 
 # ---------- statistics ----------
 
 def test_difference_matches_scipy_welch_and_paired():
-    a = {1: 2.31, 2: 2.35, 3: 2.29}
-    b = {1: 2.26, 2: 2.27, 3: 2.25}
+    a = {1: 2.31, 2: 2.32, 3: 2.30}
+    b = {1: 2.26, 2: 2.28, 3: 2.25}
     d = difference(a, b)
     assert d.diff == pytest.approx(np.mean(list(a.values())) - np.mean(list(b.values())))
     assert d.p_welch == pytest.approx(sps.ttest_ind(list(a.values()), list(b.values()), equal_var=False).pvalue)
@@ -220,9 +222,9 @@ def test_report_only_rebuilds_tables_csv_and_plots(tmp_path):
                                    "config": dataclasses.asdict(recall.RecallConfig())}
                                   for arm, acc in (("attention", 0.9), ("s5-noattn", 0.1)) for t in recall.TASKS
                                   for L in (64, 128) for s in (1, 2, 3)])
-    proc = subprocess.run([sys.executable, "-m", "bench.claims", "--out", str(out), "--report-only", "--only",
-                           "coupled_adam,hwnode_quant,recall"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from bench.claims.__main__ import main
+
+    assert main(["--out", str(out), "--report-only", "--only", "coupled_adam,hwnode_quant,recall"]) == 0
     md = (out / "coupled_adam" / "summary.md").read_text()
     assert "| coupled-0.005 | 1,2,3 |" in md and "+0.1300" in md  # the difference of means vs adam-0.05
     assert "2.2700 ± 0.0100" in md  # adam-0.05: mean ± sample std of 2.26, 2.27, 2.28
@@ -244,3 +246,24 @@ def test_allocation_pareto_and_second_seed_choice():
     rows = [{"status": "ok", "share_target": s, "expansion": e, "val_bpb": v} for s, e, v in
             ((0.15, 2.0, 2.0), (0.25, 2.0, 2.1), (0.35, 3.0, 2.2), (0.45, 4.0, 2.3), (0.15, 2.66, 2.4), (0.25, 2.66, 2.5))]
     assert top_points(rows) == [(0.15, 2.0), (0.25, 2.0), (0.35, 3.0), (0.45, 4.0), (0.15, 2.66)]
+
+
+@pytest.mark.slow
+def test_quick_study_runs_every_experiment_end_to_end(tmp_path):
+    """`python -m bench.claims --quick`: every experiment, tiny models, 2 seeds, then --report-only gives the same tables."""
+    out = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bench.claims", "--quick", "--out", str(out), "--jobs", "2"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tables = {}
+    for exp in ("hwnode_quant", "recall", "mixers_lm", "coupled_adam", "allocation"):
+        assert list((out / exp / "runs").glob("*.json")), exp
+        tables[exp] = (out / exp / "summary.md").read_text()
+        assert list((out / exp).glob("*.png")), exp
+    assert (out / "coupled_adam" / "probe.json").is_file() and (out / "mixers_lm" / "step_times.json").is_file()
+    again = subprocess.run([sys.executable, "-m", "bench.claims", "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "sweep: start" not in again.stdout  # resumed: nothing left to run
+    for exp, text in tables.items():
+        assert (out / exp / "summary.md").read_text() == text, exp

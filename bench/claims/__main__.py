@@ -34,14 +34,15 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from bench.claims import report
-
     out = args.out
     if args.report_only:
         missing = [e for e in args.only if not (out / e / "runs").is_dir()]
         if missing and len(missing) == len(args.only):
             sys.exit(f"bench.claims: no run records under {out}/<experiment>/runs/ for {', '.join(missing)}; "
                      "run the study first (without --report-only)")
+    from bench.claims import report
+
+    if args.report_only:
         for exp in args.only:
             if exp not in missing:
                 print(report.write(exp, out))

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from bench.claims.stats import difference, fmt_mean_std, mean_std
 
 Metric = Callable[[dict], float | None]
@@ -271,7 +273,60 @@ def coupled_adam(records: list[dict], folder: Path, plots: bool) -> str:
         fig.tight_layout()
         fig.savefig(folder / "coupled_adam.png", dpi=120)
         plt.close(fig)
+    probe_file = folder / "probe.json"
+    if probe_file.is_file():
+        text += "\n\n" + coupled_probe_section(json.loads(probe_file.read_text()), folder, plots)
     return text
+
+
+def coupled_probe_section(probe: dict, folder: Path, plots: bool) -> str:
+    """The instrumented replay (bench/claims/coupled_probe.py): per token-frequency bucket, per setting."""
+    names = list(probe["settings"])
+    header = ["setting", "tokens by train frequency", "val targets", "val NLL (nats)", "update RMS / lr",
+              "sqrt(v_row) / sqrt(v_mean)", "input-side share of grad", "median |e|", "median e·mean dir"]
+    rows = []
+    for name in names:
+        st = probe["settings"][name]
+        for b in st["per_bucket"]:
+            rows.append([name, f"{b['bucket']} ({b['tokens']} tokens, {b['train_count']:,} occurrences)",
+                         f"{b['val_targets']:,}", f"{b['val_nll']:.3f}" if b["val_nll"] is not None else "–",
+                         f"{b['update_rms_over_lr']:.3f}", f"{b['adam_over_coupled_denominator']:.3f}",
+                         f"{b['input_grad_share']:.3f}", f"{b['row_norm']:.3f}", f"{b['row_dot_mean_dir']:+.3f}"])
+    sums = []
+    for name in names:
+        sn = probe["settings"][name]["sum_norms"]
+        h = probe["settings"][name]["health"]
+        ratio = float(np.median([x["sum_update"] for x in sn])) if sn else float("nan")
+        sums.append(f"- `{name}`: val NLL {probe['settings'][name]['val_nll']:.4f}; isotropy {h['isotropy']:.3f}; "
+                    f"median over steps of |sum of row updates| {ratio:.4f}, |sum of output-side grads| "
+                    f"{float(np.median([x['sum_output_grad'] for x in sn])):.2e}, |sum of input-side grads| "
+                    f"{float(np.median([x['sum_input_grad'] for x in sn])):.2e}; max |logit| "
+                    f"{probe['settings'][name]['max_abs_logit']:.1f} (softcap {probe['settings'][name]['logit_softcap']:g})")
+    if plots:
+        plt = plt_module()
+        fig, axs = plt.subplots(1, 2, figsize=(12, 4.5))
+        for name in names:
+            st = probe["settings"][name]
+            rank = np.array(st["frequency_rank"])
+            upd = np.array(st["per_row_update_rms_over_lr"])
+            order = np.argsort(rank)
+            axs[0].plot(rank[order] + 1, upd[order], ".", ms=2, label=name, alpha=0.6)
+            axs[1].plot(range(len(st["per_bucket"])), [b["val_nll"] for b in st["per_bucket"]], marker="o", label=name)
+        axs[0].set_xscale("log")
+        axs[0].set_yscale("log")
+        axs[0].set_xlabel("token frequency rank in the training text (1 = most frequent)")
+        axs[0].set_ylabel("per-row update RMS / learning rate (mean over steps)")
+        axs[0].set_title("how far each vocabulary row moves per step")
+        axs[1].set_xticks(range(len(probe["buckets"])), probe["buckets"], fontsize=7)
+        axs[1].set_ylabel("validation NLL of targets in the bucket (nats)")
+        axs[1].set_title("where the loss goes")
+        for ax in axs:
+            ax.legend(fontsize=7, markerscale=4)
+        fig.tight_layout()
+        fig.savefig(folder / "coupled_probe.png", dpi=120)
+        plt.close(fig)
+    return "\n\n".join([f"## Instrumented replay (seed 1, {probe['settings'][names[0]]['steps']} steps; "
+                          "bench/claims/coupled_probe.py)", markdown(header, rows), "\n".join(sums)])
 
 
 def write(exp: str, out: Path, plots: bool = True) -> str:

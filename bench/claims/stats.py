@@ -52,8 +52,9 @@ def difference(a: dict[int, float], b: dict[int, float]) -> Difference:
         return Difference(diff, float("nan"), float("nan"), float("nan"), None)
     sa, sb = va.var(ddof=1) / va.size, vb.var(ddof=1) / vb.size
     se = math.sqrt(sa + sb)
-    if se == 0:
-        return Difference(diff, diff, diff, 0.0 if diff else 1.0, None)
+    tiny = 1e-12 * max(1.0, float(np.abs(np.concatenate((va, vb))).max()))
+    if se <= tiny:  # no spread at all (e.g. a deterministic metric): no test to run
+        return Difference(diff, diff, diff, float("nan"), None)
     dof = (sa + sb) ** 2 / (sa**2 / (va.size - 1) + sb**2 / (vb.size - 1))
     half = float(stats.t.ppf(0.975, dof)) * se
     p_welch = float(stats.ttest_ind(va, vb, equal_var=False).pvalue)
@@ -61,5 +62,5 @@ def difference(a: dict[int, float], b: dict[int, float]) -> Difference:
     seeds = sorted(set(a) & set(b))
     if set(a) == set(b) and len(seeds) >= 2:
         d = np.array([a[s] - b[s] for s in seeds])
-        p_paired = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if d.std() > 0 else float("nan")
+        p_paired = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if np.ptp(d) > tiny else float("nan")
     return Difference(diff, diff - half, diff + half, p_welch, p_paired)
