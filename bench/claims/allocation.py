@@ -3,7 +3,7 @@
 `python -m sweep` sizes every (embedding share, GLU expansion) point of the grid to the byte budget (arch.budget:
 d from the share, depth from the rest, bytes from the calibrated model of the int6+zstd artifact) and trains each
 once, for a fixed number of steps (no wall-clock cap, no early stopping). Phase A runs the whole grid with seed 1;
-phase B reruns the four best points, and the best e=2.66 point, with seed 2. Each phase is a sweep folder of its
+phase B reruns the three best points, and the best e=2.66 point, with seed 2. Each phase is a sweep folder of its
 own (OUT/allocation/sweep-seed<k>/, resumable); the sweep's results rows become this experiment's run records.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def write_records(out: Path, seed: int, quick: bool) -> list[dict]:
     return rows
 
 
-def top_points(rows: list[dict], k: int = 4) -> list[tuple[float, float]]:
+def top_points(rows: list[dict], k: int = 3) -> list[tuple[float, float]]:
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["val_bpb"])
     picked = [(r["share_target"], r["expansion"]) for r in ok[:k]]
     glu = [r for r in ok if abs(r["expansion"] - 2.66) < 1e-9]
