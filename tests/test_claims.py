@@ -267,3 +267,22 @@ def test_quick_study_runs_every_experiment_end_to_end(tmp_path):
     assert again.returncode == 0 and "sweep: start" not in again.stdout  # resumed: nothing left to run
     for exp, text in tables.items():
         assert (out / exp / "summary.md").read_text() == text, exp
+
+
+RESULTS = ROOT / "bench" / "results"
+
+
+@pytest.mark.parametrize("exp", ["hwnode_quant", "recall", "mixers_lm", "coupled_adam", "allocation"])
+def test_committed_tables_are_what_the_report_makes_of_the_committed_runs(exp, tmp_path):
+    """bench/results/<exp>/summary.md is regenerated from bench/results/<exp>/runs/*.json (plots skipped here)."""
+    import shutil
+
+    from bench.claims import report
+
+    src = RESULTS / exp
+    if not (src / "runs").is_dir():
+        pytest.skip(f"no committed results for {exp}")
+    shutil.copytree(src, tmp_path / exp)
+    text = report.write(exp, tmp_path, plots=False)
+    assert text + "\n" == (src / "summary.md").read_text()
+    assert (tmp_path / exp / "summary.csv").read_text() == (src / "summary.csv").read_text()

@@ -154,13 +154,20 @@ def coupled(lr: float, **extra: str) -> tuple[tuple[str, str], ...]:
 
 def coupled_arms(p: Protocol) -> list[Arm]:
     arms = [Arm("adam-0.05", note="the default: Adam, TIED_EMBED_LR=0.05 (the same run as mixers_lm's relu2)")]
+    arms += [Arm(f"adam-{lr:g}", knobs=(("TIED_EMBED_LR", f"{lr:g}"),), note="Adam at a lower LR: is it the LR or the coupling?")
+             for lr in (0.02, 0.005)]
     arms += [Arm(f"coupled-{lr:g}", knobs=coupled(lr)) for lr in (0.005, 0.0025, 0.001)]
     arms += [Arm("adam-untied", tie=False, note="untied: Adam embedding (EMBED_LR 0.6) and head (HEAD_LR 0.008)"),
              Arm("coupled-head-untied", tie=False, knobs=(("EMBED_OPTIMIZER", "coupled_adam"),),
                  note="untied, Coupled Adam on the output head only (HEAD_LR 0.008)")]
     long = 2 * p.steps
-    arms += [Arm(f"adam-0.05-{long}", steps=long, note=f"{long} steps"),
-             Arm(f"coupled-0.005-{long}", knobs=coupled(0.005), steps=long, note=f"{long} steps")]
+    arms += [Arm(f"adam-0.05-{long}", steps=long, note=f"{long} steps (twice the tokens)"),
+             Arm(f"coupled-0.005-{long}", knobs=coupled(0.005), steps=long, note=f"{long} steps (twice the tokens)")]
+    batch = 2 * int(dict(p.knobs).get("TRAIN_BATCH_TOKENS", 4096))
+    arms += [Arm(f"adam-0.05-b{batch}", knobs=(("TRAIN_BATCH_TOKENS", str(batch)),),
+                 note=f"{batch} tokens per step (the CPU preset's batch: the setting of the earlier one-seed measurement)"),
+             Arm(f"coupled-0.005-b{batch}", knobs=coupled(0.005, TRAIN_BATCH_TOKENS=str(batch)),
+                 note=f"{batch} tokens per step")]
     return arms
 
 
@@ -169,5 +176,5 @@ def coupled_runs(dataset: Dataset, quick: bool) -> list[LMRun]:
     arms = coupled_arms(p)
     if quick:  # one arm of each kind keeps --quick short
         arms = [a for a in arms if a.name in ("adam-0.05", "coupled-0.005", "adam-untied", "coupled-head-untied")
-                or a.steps is not None]
+                or a.name.count("-") == 2]
     return seed_major(arms, QUICK_SEEDS if quick else SEEDS, "coupled_adam", p)

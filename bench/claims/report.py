@@ -225,17 +225,16 @@ def mixers_lm(records: list[dict], folder: Path, plots: bool) -> str:
     return text
 
 
-def is_long(arm: str) -> bool:
-    """adam-0.05-300, coupled-0.005-300: the training-length arms."""
-    return arm.count("-") == 2 and "untied" not in arm
+def variant_suffix(arm: str) -> str | None:
+    """'300' of coupled-0.005-300 (steps), 'b8192' of adam-0.05-b8192 (batch): arms off the main protocol."""
+    return arm.rsplit("-", 1)[1] if arm.count("-") == 2 and "untied" not in arm else None
 
 
 def coupled_baseline(arm: str) -> str | None:
     if "untied" in arm:
         return "adam-untied"
-    if is_long(arm):
-        return f"adam-0.05-{arm.rsplit('-', 1)[1]}"
-    return "adam-0.05"
+    suffix = variant_suffix(arm)
+    return f"adam-0.05-{suffix}" if suffix else "adam-0.05"
 
 
 def coupled_adam(records: list[dict], folder: Path, plots: bool) -> str:
@@ -255,7 +254,7 @@ def coupled_adam(records: list[dict], folder: Path, plots: bool) -> str:
         plt = plt_module()
         fig, axs = plt.subplots(1, 2, figsize=(12, 4.5))
         for prefix, marker in (("coupled-", "o"), ("adam-", "s")):
-            pts = [a for a in arms if a.startswith(prefix) and "untied" not in a and not is_long(a)]
+            pts = [a for a in arms if a.startswith(prefix) and "untied" not in a and not variant_suffix(a)]
             lrs = [float(a.split("-")[1]) for a in pts]
             for ax, metric in zip(axs, (scheme_bpb("int8+zlib"), health("isotropy"))):
                 ms = [mean_std(list(by_seed(records, a, metric).values())) for a in pts]
