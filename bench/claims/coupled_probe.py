@@ -33,7 +33,7 @@ from optim.coupled_adam import CoupledAdam  # noqa: E402
 from optim.groups import build_optimizers  # noqa: E402
 from optim.health import embedding_health  # noqa: E402
 
-SETTINGS = {"adam-0.05": {"TIED_EMBED_LR": "0.05"},
+SETTINGS = {"adam-0.05": {"TIED_EMBED_LR": "0.05"}, "adam-0.005": {"TIED_EMBED_LR": "0.005"},
             "coupled-0.05": {"EMBED_OPTIMIZER": "coupled_adam", "TIED_EMBED_LR": "0.05"},
             "coupled-0.005": {"EMBED_OPTIMIZER": "coupled_adam", "TIED_EMBED_LR": "0.005"}}
 BUCKETS = ((0.0, 0.01), (0.01, 0.1), (0.1, 0.5), (0.5, 1.0))  # frequency-rank quantiles: top 1% of tokens, ...

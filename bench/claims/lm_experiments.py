@@ -155,19 +155,19 @@ def coupled(lr: float, **extra: str) -> tuple[tuple[str, str], ...]:
 def coupled_arms(p: Protocol) -> list[Arm]:
     arms = [Arm("adam-0.05", note="the default: Adam, TIED_EMBED_LR=0.05 (the same run as mixers_lm's relu2)")]
     arms += [Arm(f"adam-{lr:g}", knobs=(("TIED_EMBED_LR", f"{lr:g}"),), note="Adam at a lower LR: is it the LR or the coupling?")
-             for lr in (0.02, 0.005)]
-    arms += [Arm(f"coupled-{lr:g}", knobs=coupled(lr)) for lr in (0.005, 0.0025, 0.001)]
+             for lr in (0.02, 0.005, 0.002)]
+    arms += [Arm(f"coupled-{lr:g}", knobs=coupled(lr)) for lr in (0.01, 0.005, 0.0025, 0.001)]
     arms += [Arm("adam-untied", tie=False, note="untied: Adam embedding (EMBED_LR 0.6) and head (HEAD_LR 0.008)"),
              Arm("coupled-head-untied", tie=False, knobs=(("EMBED_OPTIMIZER", "coupled_adam"),),
                  note="untied, Coupled Adam on the output head only (HEAD_LR 0.008)")]
-    long = 2 * p.steps
-    arms += [Arm(f"adam-0.05-{long}", steps=long, note=f"{long} steps (twice the tokens)"),
-             Arm(f"coupled-0.005-{long}", knobs=coupled(0.005), steps=long, note=f"{long} steps (twice the tokens)")]
+    long = 2 * p.steps  # twice the tokens, by steps and by batch (the CPU preset's 8192: the earlier measurement's setting)
     batch = 2 * int(dict(p.knobs).get("TRAIN_BATCH_TOKENS", 4096))
-    arms += [Arm(f"adam-0.05-b{batch}", knobs=(("TRAIN_BATCH_TOKENS", str(batch)),),
-                 note=f"{batch} tokens per step (the CPU preset's batch: the setting of the earlier one-seed measurement)"),
-             Arm(f"coupled-0.005-b{batch}", knobs=coupled(0.005, TRAIN_BATCH_TOKENS=str(batch)),
-                 note=f"{batch} tokens per step")]
+    for suffix, extra, what in ((f"{long}", {}, f"{long} steps"), (f"b{batch}", {"TRAIN_BATCH_TOKENS": str(batch)},
+                                                                     f"{batch} tokens per step")):
+        steps = long if not extra else None
+        arms += [Arm(f"adam-0.05-{suffix}", knobs=tuple(extra.items()), steps=steps, note=what),
+                 Arm(f"adam-0.005-{suffix}", knobs=(("TIED_EMBED_LR", "0.005"), *extra.items()), steps=steps, note=what),
+                 Arm(f"coupled-0.005-{suffix}", knobs=coupled(0.005, **extra), steps=steps, note=what)]
     return arms
 
 
