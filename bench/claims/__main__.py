@@ -32,6 +32,18 @@ def parse_args(argv):
     return args
 
 
+def record_cpu(out: Path, wall_s: float) -> None:
+    """Appends this invocation's CPU seconds (its own and every finished child's) to OUT/cpu_seconds.jsonl."""
+    import json
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    row = {"wall_s": round(wall_s), "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime),
+           "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(out / "cpu_seconds.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.out
@@ -71,13 +83,15 @@ def main(argv=None) -> int:
         if "coupled_adam" in args.only:  # the instrumented replay behind the Coupled Adam reading (one process)
             from bench.claims import coupled_probe
 
-            coupled_probe.run(out, None, args.quick)
+            coupled_probe.run(out, None, args.quick, args.jobs)
         if "recall" in args.only:
             recall.run_study(out, args.quick, args.jobs)
         if "allocation" in args.only:
             allocation.run_study(out, args.quick, args.jobs)
     except KeyboardInterrupt:
         sys.exit("bench.claims: interrupted; rerun the same command to resume")
+    finally:
+        record_cpu(out, time.time() - t0)
     for exp in args.only:
         if (out / exp / "runs").is_dir():
             print(report.write(exp, out))

@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +142,12 @@ def replay(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Ten
             "per_row_update_rms_over_lr": (upd / max(probes, 1)).tolist(), "frequency_rank": rank_of.tolist()}
 
 
-def run(out: Path, steps: int | None, quick: bool, log=print) -> dict:
+def _replay_worker(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Tensor, quick: bool) -> dict:
+    torch.set_num_threads(1)
+    return replay(knobs, steps, counts, val, quick)
+
+
+def run(out: Path, steps: int | None, quick: bool, jobs: int = 1, log=print) -> dict:
     path = out / "coupled_adam" / "probe.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -153,9 +161,11 @@ def run(out: Path, steps: int | None, quick: bool, log=print) -> dict:
     if quick:
         val = val[: 64 * 64 + 1]
     result = {"data": ds.to_json(), "buckets": [bucket_label(i) for i in range(len(BUCKETS))], "settings": {}}
-    for name, knobs in SETTINGS.items():
-        log(f"coupled probe: {name}")
-        result["settings"][name] = replay({**base, **knobs}, steps, counts, val, quick)
+    log(f"coupled probe: {', '.join(SETTINGS)} ({jobs} at a time)")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {name: pool.submit(_replay_worker, {**base, **knobs}, steps, counts, val, quick)
+                   for name, knobs in SETTINGS.items()}
+        result["settings"] = {name: f.result() for name, f in futures.items()}
     write_json(path, result)
     return result
 
@@ -165,9 +175,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=FULL_STEPS)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--jobs", type=int, default=2)
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    r = run(a.out, a.steps, a.quick)
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the replay processes
+    r = run(a.out, a.steps, a.quick, a.jobs)
     for name, s in r["settings"].items():
         print(name, f"val_nll {s['val_nll']:.4f}", [(b["bucket"], round(b["val_nll"] or math.nan, 3),
                                                     round(b["update_rms_over_lr"], 3), round(b["adam_over_coupled_denominator"], 3))
