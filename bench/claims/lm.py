@@ -156,16 +156,17 @@ def run_lm(runs: list[LMRun], out: Path, jobs: int, on_record: Callable[[str], N
         specs.setdefault(spec.run_id, spec)
         by_id.setdefault(spec.run_id, []).append(run)
 
-    def record(row: dict) -> None:
+    def record(row: dict, notify: bool = True) -> None:
         for run in by_id.get(row["run_id"], []):
             write_json(record_path(out, run), run_record(run, row, store_dir))
-        for exp in sorted({r.experiment for r in by_id.get(row["run_id"], [])}):
+        for exp in sorted({r.experiment for r in by_id.get(row["run_id"], [])}) if notify else ():
             on_record(exp)
 
     done = ResultStore(store_dir).load()
-    for run_id, row in done.items():  # recorded by an earlier (killed) invocation but not yet written out
-        if any(not record_path(out, r).is_file() for r in by_id.get(run_id, [])):
-            record(row)
+    for run_id, row in done.items():  # rewritten each time: an arm's place and note follow the current definitions
+        record(row, notify=False)
+    for exp in sorted({r.experiment for i in done if i in by_id for r in by_id[i]}):
+        on_record(exp)
     if all(i in done for i in specs):
         return
     previous = signal.signal(signal.SIGTERM, _interrupt)
