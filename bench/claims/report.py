@@ -117,7 +117,7 @@ def summary_rows(records: list[dict], arms: list[str], columns: dict[str, Metric
                 crow += [None] * 5
                 continue
             d = difference(by_seed(records, arm, m), by_seed(records, base, m))
-            cells.append(d.text(digits.get(name, 4)) + f" vs {base}")
+            cells.append(d.text(digits.get(name, 4)) + ("" if base == label else f" vs {base}"))
             crow += [d.diff, d.ci_low, d.ci_high, d.p_welch, d.p_paired]
         md.append(cells)
         rows.append(crow)
@@ -152,15 +152,14 @@ def hwnode_quant(records: list[dict], folder: Path, plots: bool) -> str:
     schemes = ("int8+zlib", "int6+zstd", "int5+zstd")
     arms = arms_in_order(records)
     cols = {"params": lambda r: r["params"], "pre-quant bpb": lambda r: r["prequant_bpb"]}
-    for s in schemes:
-        cols[f"{s} bpb"] = scheme_bpb(s)
     for s in schemes[1:]:
+        cols[f"{s} bpb"] = scheme_bpb(s)
         cols[f"{s} gap"] = scheme_gap(s)
         cols[f"{s} bytes"] = scheme_bytes(s)
     cols["step ms"] = lambda r: r["step_avg_ms"]
     digits = {"params": 0, "step ms": 0, "int6+zstd bytes": 0, "int5+zstd bytes": 0}
-    compare = {"int6+zstd bpb": scheme_bpb("int6+zstd"), "int6+zstd gap": scheme_gap("int6+zstd"),
-               "int5+zstd bpb": scheme_bpb("int5+zstd"), "int5+zstd gap": scheme_gap("int5+zstd")}
+    compare = {"int6+zstd gap": scheme_gap("int6+zstd"), "int5+zstd gap": scheme_gap("int5+zstd"),
+               "int6+zstd bpb": scheme_bpb("int6+zstd")}
     header, md, rows, csv_header = summary_rows(records, arms, cols, digits, {"relu2-matched": lambda a: "relu2-matched"},
                                                 compare)
     write_csv(folder / "summary.csv", csv_header, rows)
@@ -195,7 +194,7 @@ def mixers_lm(records: list[dict], folder: Path, plots: bool) -> str:
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"cpu_ms_per_step": {}}
     cols = {"mixer params/layer": lambda r: r.get("mixer_params"), "params": lambda r: r["params"],
             "steps": lambda r: r["steps"], "bpb": scheme_bpb("int8+zlib"), "step ms (in run)": lambda r: r["step_avg_ms"]}
-    digits = {"mixer params/layer": 0, "params": 0, "steps": 0, "step ms (in run)": 0}
+    digits = {"mixer params/layer": 0, "params": 0, "steps": 0, "step ms (in run)": 0}  # step ms: wall, loaded machine
     compare = {"bpb": scheme_bpb("int8+zlib")}
     header, md, rows, csv_header = summary_rows(records, arms, cols, digits, {"relu2": lambda a: "relu2"}, compare)
     write_csv(folder / "summary.csv", csv_header, rows)

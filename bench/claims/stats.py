@@ -18,10 +18,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def fmt_mean_std(values: list[float], digits: int = 4) -> str:
+    """'2.4524 ± 0.0031'; one value or no spread (a count, a size): the value alone; digits 0: thousands separators."""
     m, s = mean_std(values)
     if math.isnan(m):
         return "–"
-    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if not math.isnan(s) else "")
+    spec = f",.{digits}f" if digits == 0 else f".{digits}f"
+    return f"{m:{spec}}" + (f" ± {s:{spec}}" if not math.isnan(s) and s > 1e-12 * max(1.0, abs(m)) else "")
 
 
 @dataclass(frozen=True)
