@@ -47,11 +47,11 @@ class RecallConfig:
     length: int = 128
     keys: int = 16
     pairs: int = 4  # mqar: distinct pairs (and queries)
-    dim: int = 32
+    dim: int = 64
     layers: int = 2
     heads: int = 2
-    batch: int = 16
-    steps: int = 400
+    batch: int = 32
+    steps: int = 600  # 400 steps at d=32, batch 16 left every arm, attention included, near chance
     lr_scale: float = 1.0  # multiplies the trainer's default matrix and scalar LRs
     eval_sequences: int = 512
 
@@ -198,7 +198,7 @@ class RecallArm:
 # claim is about the mixers alone, so they run attention-free, next to relu2 without attention (no mixing: chance).
 ARMS = (RecallArm("attention", "relu2", True), RecallArm("relu2-noattn", "relu2", False), RecallArm("s5-noattn", "s5", False),
         RecallArm("hyena_s5-noattn", "hyena_s5", False), RecallArm("wave-noattn", "wave", False))
-LENGTHS = (64, 256)
+LENGTHS = (64, 128)
 SEEDS = (1, 2, 3)
 
 
