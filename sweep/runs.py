@@ -39,6 +39,7 @@ class RunSpec:
     share_target: float
     expansion: float
     prediction: Prediction
+    knobs: tuple[tuple[str, str], ...] = ()  # extra trainer knobs of this run only (e.g. SEED, an optimizer)
 
     @property
     def shape(self) -> Shape:
@@ -48,7 +49,7 @@ class RunSpec:
         p = self.prediction
         return {"run_id": self.run_id, "kind": self.kind, "share_target": self.share_target, "expansion": self.expansion,
                 "shape": p.shape.to_json(), "env": p.shape.env(), "params": p.params, "share": p.share, "predicted_model_bytes": p.model_bytes,
-                "predicted_total_bytes": p.total_bytes, "predicted_rel_error": p.rel_error}
+                "predicted_total_bytes": p.total_bytes, "predicted_rel_error": p.rel_error, **({"knobs": dict(self.knobs)} if self.knobs else {})}
 
 
 def metric_name(scheme: str) -> str:
@@ -175,7 +176,7 @@ def start_run(spec: RunSpec, out: Path, trainer: Path, env: dict[str, str]) -> R
     (folder / "spec.json").write_text(json.dumps(spec.to_json(), indent=1) + "\n")
     (folder / "shape.json").write_text(json.dumps(spec.shape.to_json(), indent=1) + "\n")
     stdout = open(folder / "stdout.txt", "w", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, str(trainer)], cwd=folder, env={**env, **spec.shape.env(), "RUN_ID": spec.run_id},
+    proc = subprocess.Popen([sys.executable, str(trainer)], cwd=folder, env={**env, **spec.shape.env(), **dict(spec.knobs), "RUN_ID": spec.run_id},
                             stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
     stdout.close()
     (folder / "trainer.pid").write_text(str(proc.pid))
