@@ -177,7 +177,7 @@ KNOBS = [
     Knob("BETA2", float, 0.95, help="Adam beta2"),
     Knob("ADAM_EPS", float, 1e-8, help="Adam epsilon"),
     Knob("GRAD_CLIP_NORM", float, 0.0, help="clip the global grad norm (0: off; top records: 0.3)"),
-    Knob("EMBED_OPTIMIZER", str, "adam", help="optimizer of the vocabulary matrix (tied embedding, else the output head): adam | coupled_adam (second moment shared over the vocabulary, arXiv 2502.08441)"),
+    Knob("EMBED_OPTIMIZER", str, "adam", help="optimizer of the vocabulary matrix (tied embedding, else the output head): adam | coupled_adam (second moment shared over the vocabulary, arXiv 2502.08441; run it at a tenth of Adam's LR, e.g. TIED_EMBED_LR=0.005: bench/results/coupled_adam)"),
     Knob("COUPLED_ADAM_SCALE", float, 1.0, help="coupled_adam: multiplies the vocabulary-averaged second moment (the paper's scaled variant 2^-n); the step scales by 1/sqrt"),
     Knob("MUON_WD", float, 0.0, help="decoupled Muon weight decay: matrices *= 1 - lr*wd each step (records: 0.04 to 0.095)"),
     Knob("ADAM_WD", float, 0.0, help="decoupled (AdamW) weight decay of the token embedding and the scalar group (records: 0.04)"),

@@ -151,7 +151,11 @@ def check_arguments(args) -> None:
         raise SweepError(f"--kinds {','.join(unknown) or repr('')} not registered; choose from {sorted(MLP_REGISTRY)}")
     if args.report_only:
         return
-    rules = [("--seconds", args.seconds, math.isfinite(args.seconds) and args.seconds > 0, "must be a positive number of seconds"),
+    if args.seconds == 0 and args.stop_margin > 0:
+        raise SweepError("--seconds 0 (no wall-clock cap: every run ends at --iterations) needs --stop-margin 0: early "
+                         "stopping compares runs at a fraction of --seconds")
+    rules = [("--seconds", args.seconds, math.isfinite(args.seconds) and args.seconds >= 0,
+              "must be a number of seconds >= 0 (0: no cap, runs end at --iterations)"),
              ("--iterations", args.iterations, args.iterations > 0, "must be positive"),
              ("--jobs", args.jobs, args.jobs >= 1, "must be >= 1"),
              ("--threads", args.threads, args.threads >= 0, "must be >= 0 (0: cores / jobs)"),
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shares", type=fraction_list, default=[0.25, 0.35, 0.45], help="target embedding shares")
     ap.add_argument("--expansions", type=float_list, default=[2.0, 2.66, 3.0, 4.0], help="hidden width / d")
     ap.add_argument("--min-fill", type=float, default=0.8, help="a shape must use at least this share of --bytes")
-    ap.add_argument("--seconds", type=float, default=45.0, help="training wall-clock budget of every run")
+    ap.add_argument("--seconds", type=float, default=45.0,
+                    help="training wall-clock budget of every run (0: none, every run trains --iterations steps; needs --stop-margin 0)")
     ap.add_argument("--iterations", type=int, default=100_000, help="step cap (the wall clock normally stops first)")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")

@@ -558,6 +558,7 @@ def test_sweep_folder_problems_are_named(tmp_path, setup, match):
 
 @pytest.mark.parametrize("extra,match", [
     (["--seconds", "nan"], "--seconds nan"), (["--seconds", "inf"], "--seconds inf"), (["--bytes", "0"], "--bytes 0"),
+    (["--seconds", "-1"], "--seconds -1"), (["--seconds", "0"], "--seconds 0 (no wall-clock cap"),
     (["--iterations", "0"], "--iterations 0"), (["--threads", "-1"], "--threads -1"), (["--min-fill", "2"], "--min-fill 2"),
     (["--stop-after", "nan"], "--stop-after nan"), (["--stop-margin", "-1"], "--stop-margin -1"),
     (["--head-dim", "0"], "--head-dim 0"), (["--kv-ratio", "0"], "--kv-ratio 0"), (["--vocab", "0"], "--vocab 0"),

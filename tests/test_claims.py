@@ -246,7 +246,9 @@ def test_allocation_pareto_and_second_seed_choice():
     assert [p["name"] for p in pareto(pts)] == ["d", "b", "a"]
     rows = [{"status": "ok", "share_target": s, "expansion": e, "val_bpb": v} for s, e, v in
             ((0.15, 2.0, 2.0), (0.25, 2.0, 2.1), (0.35, 3.0, 2.2), (0.45, 4.0, 2.3), (0.15, 2.66, 2.4), (0.25, 2.66, 2.5))]
-    assert top_points(rows) == [(0.15, 2.0), (0.25, 2.0), (0.35, 3.0), (0.45, 4.0), (0.15, 2.66)]
+    assert top_points(rows) == [(0.15, 2.0), (0.25, 2.0), (0.35, 3.0), (0.15, 2.66)]  # the 3 best, then the best e=2.66
+    rows[4]['val_bpb'] = 1.9  # an e=2.66 point among the best is not picked twice
+    assert top_points(rows) == [(0.15, 2.66), (0.15, 2.0), (0.25, 2.0)]
 
 
 @pytest.mark.slow

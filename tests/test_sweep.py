@@ -192,3 +192,14 @@ def test_bad_cli_input_is_named(tmp_path, capsys):
         main(["--out", str(tmp_path), "--data-path", "x"])
     with pytest.raises(SystemExit, match="--jobs 0 must be >= 1"):
         main(["--out", str(tmp_path), "--jobs", "0"])
+
+
+def test_no_wall_clock_cap_is_a_fixed_step_sweep(tmp_path, capsys):
+    """--seconds 0: no cap, every run trains --iterations steps (the trainer's MAX_WALLCLOCK_SECONDS=0); early
+    stopping, which compares runs at a fraction of --seconds, must be off."""
+    from sweep.__main__ import main
+
+    with pytest.raises(SystemExit, match="--seconds 0 .* needs --stop-margin 0"):
+        main(["--out", str(tmp_path / "a"), "--seconds", "0", "--dry-run"])
+    main(["--out", str(tmp_path / "b"), "--seconds", "0", "--stop-margin", "0", "--iterations", "150", "--dry-run"])
+    assert "grid:" in capsys.readouterr().out

@@ -36,8 +36,8 @@ def sweep_argv(out: Path, quick: bool, seed: int, shares=SHARES, expansions=EXPA
     return ["--out", str(out), "--data-path", str(ds.data_path), "--tokenizer-path", str(ds.tokenizer_path),
             "--vocab", str(ds.vocab), "--scheme", SCHEME, "--code-bytes", "0", "--kinds", "swiglu", "--kv-ratio", "1",
             "--regime", "cpu-short", "--shares", ",".join(map(str, shares)), "--expansions", ",".join(map(str, expansions)),
-            "--seconds", "45", "--stop-margin", "0", "--threads", "1", "--seed", str(seed), "--no-plots",
-            "--env", "MAX_WALLCLOCK_SECONDS=0", "--env", f"WARMDOWN_ITERS={warmdown}", "--env", "EVAL_STRIDE=0", *size]
+            "--seconds", "0", "--stop-margin", "0", "--threads", "1", "--seed", str(seed), "--no-plots",
+            "--env", f"WARMDOWN_ITERS={warmdown}", "--env", "EVAL_STRIDE=0", *size]
 
 
 def run_sweep(argv: list[str], jobs: int) -> None:
