@@ -299,11 +299,10 @@ def ast_literal(path: Path) -> str:
 
 
 def test_v1_record_still_reads_and_reproduces():
-    """Records packed before v2 (verbatim sources, base85) stay verifiable: the committed example is one."""
-    example = Path(__file__).resolve().parents[1] / "records" / "track_non_record_16mb" / "2026-11-26_cpu_default_3seeds" / "train_gpt.py"
-    data = example.read_bytes()
-    if format_version(data) != 1:
-        pytest.skip("the example record has been re-packed in v2")
+    """Records packed before v2 (verbatim sources, base85) stay verifiable: the fixture is the committed example's
+    train_gpt.py as the v1 packer wrote it (before the example was re-packed in v2)."""
+    data = (Path(__file__).resolve().parent / "fixtures" / "v1_record_train_gpt.py.txt").read_bytes()
+    assert format_version(data) == 1
     same, bundle = is_reproducible(data)
     assert same and bundle.version == 1 and "data/export.py" in bundle.sources  # v1 shipped every reachable module
 
