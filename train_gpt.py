@@ -46,7 +46,7 @@ from eval.bpb import build_byte_luts, byte_rule_note, warn_unknown_targets
 from eval.logprob import eval_mode
 from eval.plain import evaluate
 from eval.sliding import budget_note, evaluate_sliding, warm_up_forward
-from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers
+from optim.groups import EMBED_OPTIMIZERS, build_optimizers, describe_optimizers, set_step_schedule
 from optim.health import embedding_health_lines
 from quant.export import ExportError, artifact_log_lines, load_artifact, write_artifact
 from quant.schemes import DEFAULT_MIX, UNIFORM_SCHEMES, parse_export_specs, parse_mix
@@ -763,12 +763,7 @@ def main() -> None:
             log0(f"qat:on step:{step} lr_scale:{scale:.4f}")
         zero_grad_all()
         train_loss = train_step()
-        frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps > 0 else 1.0
-        for group in muon.param_groups:
-            group["momentum"] = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * scale
+        set_step_schedule(optimizers, muon, args, step, scale)
         if args.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(base_model.parameters(), args.grad_clip_norm)
         for opt in optimizers:

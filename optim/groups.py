@@ -71,6 +71,17 @@ def build_optimizers(model: nn.Module, args) -> tuple[list[torch.optim.Optimizer
     return optimizers, muon
 
 
+def set_step_schedule(optimizers: list[torch.optim.Optimizer], muon: Muon, args, step: int, scale: float) -> None:
+    """One step's schedule, as the public baseline sets it: Muon's momentum warms up linearly from
+    MUON_MOMENTUM_WARMUP_START over MUON_MOMENTUM_WARMUP_STEPS; every group's LR is its base LR times `scale`."""
+    frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps > 0 else 1.0
+    for group in muon.param_groups:
+        group["momentum"] = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * scale
+
+
 def describe_optimizers(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> str:
     """One log line: which optimizer holds which parameters, e.g.
     `optimizers: CoupledAdam[tok_emb.weight](coupled_scale=1.0,wd=0.0) Muon[24 tensors](wd=0.04) AdamW[...]`."""

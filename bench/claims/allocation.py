@@ -8,7 +8,6 @@ own (OUT/allocation/sweep-seed<k>/, resumable); the sweep's results rows become 
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 

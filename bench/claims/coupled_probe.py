@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +32,7 @@ from bench.claims.lm_experiments import FULL_STEPS, protocol  # noqa: E402
 from data.loader import DistributedTokenLoader  # noqa: E402
 from data.shards import load_tokens  # noqa: E402
 from optim.coupled_adam import CoupledAdam  # noqa: E402
-from optim.groups import build_optimizers  # noqa: E402
+from optim.groups import build_optimizers, set_step_schedule  # noqa: E402
 from optim.health import embedding_health  # noqa: E402
 
 SETTINGS = {"adam-0.05": {"TIED_EMBED_LR": "0.05"}, "adam-0.005": {"TIED_EMBED_LR": "0.005"},
@@ -91,12 +90,7 @@ def replay(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Ten
             loss = model(x, y)
             (loss / accum).backward()
             g_in.index_add_(0, captured["ids"].reshape(-1), captured["out"].grad.reshape(-1, W.size(1)))
-        frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps > 0 else 1.0
-        for group in muon.param_groups:
-            group["momentum"] = (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * scale
+        set_step_schedule(optimizers, muon, args, step, scale)
         before = W.detach().clone()
         grad = W.grad.detach().clone()
         for opt in optimizers:

@@ -15,7 +15,6 @@ from pathlib import Path
 from arch.mlp import MixerConfig, mixer_param_count
 from bench.claims.data import Dataset
 from bench.claims.lm import Arm, LMRun, Protocol, run_environment, seed_major, write_json, TRAINER
-from bench.train_speed import parse_log as parse_step_log
 
 SEEDS = [1, 2, 3]
 QUICK_SEEDS = [1, 2]
