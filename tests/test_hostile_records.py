@@ -157,7 +157,9 @@ def test_the_committed_example_record_passes_its_audit():
         pytest.skip("the example record has no audit.json in this checkout")
     check = audit_check(EXAMPLE, sub_of(EXAMPLE), ROOT)
     assert check.status == "PASS", check.detail
-    assert "rescored" in check.detail and "model's own loss was checked" in check.detail
+    assert "rescored" in check.detail and "evaluator = the harness's" in check.detail
+    # packed after eval/logprob.py: its evaluator owns the target, so there is no model loss path to check
+    assert "--own-loss" not in json.loads((EXAMPLE / AUDIT_FILE).read_text())["command"]
 
 
 def test_a_virtual_environment_inside_the_checkout_is_not_the_repository(tmp_path, monkeypatch):
@@ -174,3 +176,14 @@ def test_a_virtual_environment_inside_the_checkout_is_not_the_repository(tmp_pat
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.import_module("forgotten_module")
     assert repo_modules(os.path.join(os.path.realpath(tmp_path), "")) == ["forgotten_module"]
+
+
+def test_a_record_whose_evaluator_predates_the_scorer_gets_the_own_loss_check(tmp_path):
+    """A record packed before eval/logprob.py scored through its model's forward(x, y): its audit adds --own-loss.
+    (The v1 fixture is the example's train_gpt.py as packed then; the folder's json and logs are today's.)"""
+    from records.rerun import audit_plan
+
+    folder = copy_of(EXAMPLE, tmp_path)
+    assert "--own-loss" not in audit_plan(folder, sub_of(folder))["identity"]
+    shutil.copyfile(ROOT / "tests" / "fixtures" / "v1_record_train_gpt.py.txt", folder / "train_gpt.py")
+    assert "--own-loss" in audit_plan(folder, sub_of(folder))["identity"]
