@@ -102,14 +102,10 @@ def _reindent(text: str, old: int, new: int) -> str:
 
 
 def _indent_unit(text: str) -> int:
-    """Spaces a level in `text`: its smallest indentation of a code line (1 in the compact form, 4 in the project's)."""
-    inside: set[int] = set()
-    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        if tok.type == tokenize.INDENT and tok.start[0] not in inside:
-            return len(tok.string)
-        if tok.start[0] != tok.end[0]:
-            inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
-    return 0
+    """Spaces a level in `text`: its first indented block's (1 in the compact form, 4 in the project's); 0 if none.
+    (The tokenizer never yields INDENT inside a string, so a docstring's spaces do not count.)"""
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    return next((len(tok.string) for tok in tokens if tok.type == tokenize.INDENT), 0)
 
 
 def readable(embedded: str) -> str:
