@@ -50,7 +50,6 @@ _KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "OMP_NUM_
 # Runs the packed file, then names any module that was loaded from the repository instead of from the bundle.
 # (eval.remote.repo_modules' source is prepended: the same rule as the audit's, a .venv inside the checkout excepted.)
 _SMOKE_RUNNER = """
-import os, runpy, sys
 script, repo = sys.argv[1], sys.argv[2]
 sys.argv = [script]
 try:
@@ -61,11 +60,12 @@ finally:
 
 
 def smoke_runner() -> str:
+    """The runner's program: its imports, eval.remote.repo_modules' source, then _SMOKE_RUNNER."""
     import inspect
 
     from eval.remote import repo_modules
 
-    return "import os, sys\n" + inspect.getsource(repo_modules) + _SMOKE_RUNNER
+    return "import os, runpy, sys\n" + inspect.getsource(repo_modules) + _SMOKE_RUNNER
 
 
 def default_smoke_data() -> tuple[Path, Path]:
