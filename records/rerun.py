@@ -101,9 +101,9 @@ def smoke_knobs(run_env: dict) -> dict[str, str]:
     return knobs
 
 
-def smoke_check(folder: Path, sub: dict, bundle_entry_source: str, smoke_data: tuple[Path, Path] | None, repo_root: Path) -> Check:
+def smoke_check(folder: Path, sub: dict, smoke_data: tuple[Path, Path] | None, repo_root: Path) -> Check:
     """Run the packed file from a temporary folder outside the repository, with a clean environment.
-    (bundle_entry_source is kept for callers; the knobs come from run_env and the environment is whitelisted.)"""
+    (The knobs come from run_env; the environment is whitelisted.)"""
     import sentencepiece as spm
 
     data_path, tokenizer = smoke_data or default_smoke_data()

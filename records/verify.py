@@ -361,7 +361,7 @@ def _verify_packed(folder: Path, reading: Reading, baseline: Path | None, smoke:
     elif shipped is None or bundle is None:
         checks.append(Check("smoke", "SKIP", f"no runnable packed {ENTRY}"))
     else:
-        checks.append(smoke_check(folder, sub, bundle.sources[bundle.entry], smoke_data, repo_root))
+        checks.append(smoke_check(folder, sub, smoke_data, repo_root))
 
     # --- significance and legality audit ------------------------------------------------------------------
     ordered = [logs[s] for s in sorted(logs)]
