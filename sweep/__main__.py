@@ -29,7 +29,7 @@ from data.ledger import file_sha256
 from data.writes import WouldOverwrite
 from sweep.report import check_report_writable, write_report
 from sweep.runs import ResultStore, RunSpec, SweepError, env_for_runs, trainer_knobs
-from sweep.schedule import run_all
+from sweep.schedule import run_all, sigterm_as_interrupt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,11 +189,6 @@ def check_arguments(args) -> None:
         args.data_path, args.tokenizer_path = str(Path(args.data_path).resolve()), str(Path(args.tokenizer_path).resolve())
 
 
-def _interrupt(signum, frame) -> None:
-    """SIGTERM behaves like Ctrl-C: running trainers are stopped, recorded runs stay, a rerun resumes."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="sweep folder (results.jsonl, results.csv, plots, runs/)")
@@ -250,7 +245,7 @@ def sweep(args) -> list[dict]:
         check_report_writable(args.out)  # a user's results.csv there is refused before any run, not after
         env = run_env(args, knobs)
         args.out.mkdir(parents=True, exist_ok=True)
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, sigterm_as_interrupt)
         try:
             recorded = run_all(specs, args.out, args.trainer, env, args.scheme, args.jobs, args.seconds, args.stop_after,
                                args.stop_margin, context=context,

@@ -35,6 +35,11 @@ def loss_at(curve: list[tuple[int, float]], t_ms: float) -> float | None:
     return float(np.interp(t_ms, t, loss))
 
 
+def sigterm_as_interrupt(signum, frame) -> None:
+    """A SIGTERM handler: it behaves like Ctrl-C, so running trainers are stopped, recorded runs stay, a rerun resumes."""
+    raise KeyboardInterrupt
+
+
 def losing(run_curve: list[tuple[int, float]], others: list[list[tuple[int, float]]], budget_ms: float,
            stop_after: float, margin: float) -> tuple[bool, str]:
     """Is this run clearly behind the best other run at its current training time?"""

@@ -88,7 +88,7 @@ def top_points(rows: list[dict], k: int = 3) -> list[tuple[float, float]]:
     return picked
 
 
-def run_study(out: Path, quick: bool, jobs: int, log=print) -> None:
+def run_study(out: Path, quick: bool, jobs: int) -> None:
     folder = out / "allocation"
     run_sweep(sweep_argv(folder / "sweep-seed1", quick, 1), jobs)
     first = write_records(out, 1, quick)

@@ -52,7 +52,7 @@ def bucket_label(i: int) -> str:
     return f"freq. rank {lo:.0%}-{hi:.0%}"
 
 
-def replay(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Tensor, quick: bool) -> dict:
+def replay(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Tensor) -> dict:
     """Train like train_gpt.main (CPU, no wall clock, step-based warmdown) and instrument the tied embedding."""
     args = train_gpt.Hyperparameters(env=knobs, device_type="cpu")
     torch.manual_seed(args.seed)
@@ -136,9 +136,9 @@ def replay(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Ten
             "per_row_update_rms_over_lr": (upd / max(probes, 1)).tolist(), "frequency_rank": rank_of.tolist()}
 
 
-def _replay_worker(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Tensor, quick: bool) -> dict:
+def _replay_worker(knobs: dict[str, str], steps: int, counts: np.ndarray, val: torch.Tensor) -> dict:
     torch.set_num_threads(1)
-    return replay(knobs, steps, counts, val, quick)
+    return replay(knobs, steps, counts, val)
 
 
 def run(out: Path, steps: int | None, quick: bool, jobs: int = 1, log=print) -> dict:
@@ -157,7 +157,7 @@ def run(out: Path, steps: int | None, quick: bool, jobs: int = 1, log=print) -> 
     result = {"data": ds.to_json(), "buckets": [bucket_label(i) for i in range(len(BUCKETS))], "settings": {}}
     log(f"coupled probe: {', '.join(SETTINGS)} ({jobs} at a time)")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = {name: pool.submit(_replay_worker, {**base, **knobs}, steps, counts, val, quick)
+        futures = {name: pool.submit(_replay_worker, {**base, **knobs}, steps, counts, val)
                    for name, knobs in SETTINGS.items()}
         result["settings"] = {name: f.result() for name, f in futures.items()}
     write_json(path, result)
