@@ -191,6 +191,28 @@ def test_tiny_lm_run_is_recorded_with_every_scheme_and_not_redone(tmp_path):
     assert len((tmp_path / "out" / "store" / "results.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_failed_lm_run_is_run_again(tmp_path, monkeypatch):
+    """As in sweep's run_all, a run the store records as failed is pending: a rerun of the study retries it."""
+    import bench.claims.lm as lm
+    from sweep.runs import ResultStore
+
+    data, tok = build_tiny_dataset(tmp_path / "tiny")
+    p = Protocol(Dataset("tiny", data, tok, TINY_VOCAB), steps=2, layers=1, dim=32, heads=2, kv_heads=1,
+                 schemes=("int8+zlib",), knobs=QUICK_KNOBS)
+    run = LMRun("exp_a", Arm("relu2"), 1, p)
+    started = []
+    monkeypatch.setattr(lm, "run_all", lambda specs, *a, **k: started.extend(s.run_id for s in specs))
+    monkeypatch.setattr(lm, "run_environment", lambda: {})
+    monkeypatch.setattr(lm, "run_record", lambda run, row, store: dict(row))
+    row = {**run.spec().to_json(), "val_bpb": 2.0, "val_loss": 3.0, "total_bytes": 1000, "note": ""}
+    ResultStore(tmp_path / "out" / "store").append(dict(row, status="ok"))
+    run_lm([run], tmp_path / "out", jobs=1, log=lambda _: None)
+    assert started == []  # recorded ok: nothing to run
+    ResultStore(tmp_path / "out" / "store").append(dict(row, status="failed", note="boom"))
+    run_lm([run], tmp_path / "out", jobs=1, log=lambda _: None)
+    assert started == [run.spec().run_id]
+
+
 # ---------- reports from records ----------
 
 def lm_record(exp, arm, seed, bpb, order=0, **extra):

@@ -8,7 +8,6 @@ per (experiment, arm, seed) is written under OUT/<experiment>/runs/: the report 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -22,8 +21,9 @@ from typing import Callable
 from arch.budget import Shape, get_scheme, load_calibration, predict
 from arch.mlp import MixerConfig
 from bench.claims.data import Dataset
+from data.writes import atomic_write
 from sweep.runs import ResultStore, RunSpec, env_for_runs, metric_name, trainer_knobs
-from sweep.schedule import run_all
+from sweep.schedule import run_all, sigterm_as_interrupt
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINER = ROOT / "train_gpt.py"
@@ -134,9 +134,7 @@ def record_path(out: Path, run: LMRun) -> Path:
 
 def write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)  # a kill never leaves a half-written record
+    atomic_write(path, json.dumps(obj, indent=1) + "\n")  # a kill never leaves a half-written record
 
 
 def run_environment() -> dict[str, str]:
@@ -167,9 +165,9 @@ def run_lm(runs: list[LMRun], out: Path, jobs: int, on_record: Callable[[str], N
         record(row, notify=False)
     for exp in sorted({r.experiment for i in done if i in by_id for r in by_id[i]}):
         on_record(exp)
-    if all(i in done for i in specs):
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    if all(done.get(i, {}).get("status") not in (None, "failed") for i in specs):
+        return  # (a failed run is pending again, as in sweep's run_all)
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     try:
         run_all(list(specs.values()), store_dir, TRAINER, run_environment(), STORE_SCHEME, jobs, budget_s=1e9,
                 margin=0.0, on_result=record, log=log)
@@ -177,22 +175,9 @@ def run_lm(runs: list[LMRun], out: Path, jobs: int, on_record: Callable[[str], N
         signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupt(signum, frame) -> None:
-    """SIGTERM behaves like Ctrl-C: sweep stops the running trainers; recorded runs stay; a rerun resumes."""
-    raise KeyboardInterrupt
-
-
 def seed_major(arms: list[Arm], seeds: list[int], experiment: str, protocol: Protocol) -> list[LMRun]:
     """Every arm's first seed before any second seed: a partial study covers every arm."""
     return [LMRun(experiment, arm, s, protocol, i) for s in seeds for i, arm in enumerate(arms)]
-
-
-def with_steps(arm: Arm, steps: int, name: str) -> Arm:
-    return dataclasses.replace(arm, steps=steps, name=name)
-
-
-def trainer_failed(records: list[dict]) -> list[str]:
-    return [f"{r['arm']} seed {r['seed']}: {r['note']}" for r in records if r["status"] != "ok"]
 
 
 if __name__ == "__main__":
