@@ -436,14 +436,13 @@ def knob_help() -> str:
 
 def build_model(args: Hyperparameters, num_layers: int | None = None, mlp_kind_layers: str | None = None) -> GPT:
     """The GPT described by `args` (fp32 weights, on the CPU); the two overrides serve the meta-device check."""
-    model = GPT(
+    return GPT(
         vocab_size=args.vocab_size, num_layers=num_layers or args.num_layers, model_dim=args.model_dim,
         num_heads=args.num_heads, num_kv_heads=args.num_kv_heads, mlp_mult=args.mlp_mult, tie_embeddings=args.tie_embeddings,
         tied_embed_init_std=args.tied_embed_init_std, logit_softcap=args.logit_softcap, rope_base=args.rope_base,
         qk_gain_init=args.qk_gain_init, mlp_kind=args.mlp_kind, mlp_kind_layers=mlp_kind_layers or args.mlp_kind_layers,
         mixer_config=MixerConfig.from_args(args),
     )
-    return model
 
 
 def compile_model(args: Hyperparameters, base_model: nn.Module, muon, backend: str = "inductor") -> nn.Module:
@@ -455,11 +454,11 @@ def compile_model(args: Hyperparameters, base_model: nn.Module, muon, backend: s
     return torch.compile(base_model, dynamic=False, fullgraph=True, backend=backend)
 
 
-def compile_logits(args: Hyperparameters, base_model: nn.Module, backend: str = "inductor"):
+def compile_logits(args: Hyperparameters, base_model: nn.Module):
     """forward_logits, compiled like the model with COMPILE: the scoring passes normalize and pick targets themselves."""
     if not args.compile:
         return base_model.forward_logits
-    return torch.compile(base_model.forward_logits, dynamic=False, fullgraph=True, backend=backend)
+    return torch.compile(base_model.forward_logits, dynamic=False, fullgraph=True)
 
 
 def lr_multiplier(args: Hyperparameters, step: int, elapsed_ms: float) -> float:
