@@ -894,7 +894,9 @@ def main() -> None:
         log0(f"final_ttt_exact val_loss:{ttt.eval.val_loss:.8f} val_bpb:{ttt.eval.val_bpb:.8f}")
     if master:
         end_of_run_report(logfile, log0)
-    if distributed:
+    if distributed:  # the DDP wrapper holds the process group: dropped after a barrier, before the group is destroyed,
+        dist.barrier()  # so gloo's threads are idle and joined here, not at frame teardown under the GIL (a hang)
+        del model
         dist.destroy_process_group()
 
 
